@@ -1,0 +1,3 @@
+from distgan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Benchmarks run as `distgan bench NAME`; each module exposes add_arguments(parser) and run(args) -> int.
+
+Benchmarks measure (speed, quality) and print what they measured with the
+command that reproduces it; they are never timed assertions in tests.
+"""
+
+from __future__ import annotations
+
+BENCHMARKS: dict = {}
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("mixtures",):
+        try:
+            module = importlib.import_module(f"distgan.bench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"distgan.bench.{name}":
+                raise
+            continue
+        BENCHMARKS[name] = (module.__doc__.strip().splitlines()[0], module.add_arguments, module.run)
+
+
+_register()

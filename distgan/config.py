@@ -1,0 +1,356 @@
+"""Typed, strict configuration.
+
+One dataclass per component; YAML files hold only what differs from the defaults
+below, and `key.sub=value` overrides come last. Every unknown key, wrong type or
+contradictory option raises `ConfigError` naming the dotted key, before anything
+runs. The resolved config is plain data (dicts of primitives), so it can be stored
+in checkpoints that load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted key it concerns in the message."""
+
+
+# --------------------------------------------------------------------------- components
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # used for the default run directory runs/<name>
+    dir: str = ""  # run directory; empty = runs/<name>
+
+
+@dataclass
+class DataConfig:
+    # Built-in: ring | grid (synthetic 2-D), digits (scikit-learn's 8x8 digits).
+    # `shards` streams WebDataset tars named by `data.shards`.
+    name: Literal["ring", "grid", "digits", "shards"] = "digits"
+    resolution: int = 32  # image side length for image data sets
+    shards: str = ""  # brace pattern or path(s) of .tar shards (data.name=shards)
+    num_workers: int = 0  # loader worker processes per rank (streamed data)
+
+
+@dataclass
+class NetConfig:
+    # Architecture name from distgan.models (mlp, dcgan).
+    arch: str = "dcgan"
+    # mlp: hidden units per layer; dcgan: channels of the widest conv layer / 8.
+    width: int = 64
+    # mlp: number of hidden layers; ignored by dcgan (depth follows the resolution).
+    depth: int = 1
+    # Normalization inside the net: batch | none.
+    norm: Literal["batch", "none"] = "batch"
+
+
+@dataclass
+class ModelConfig:
+    z_dim: int = 100  # latent size
+    g: NetConfig = field(default_factory=NetConfig)
+    d: NetConfig = field(default_factory=NetConfig)
+    # Cross-replica BatchNorm: statistics over the global batch of all ranks.
+    sync_bn: bool = False
+
+
+@dataclass
+class GameConfig:
+    # Family of the two-player game (distgan.games). `gan`: G(z) vs D(x).
+    name: str = "gan"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
+    n_critic: int = 1  # D steps per G step
+    label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
+    r1_gamma: float = 0.0  # R1 penalty weight on real data
+    r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
+    clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    g: OptimizerConfig = field(default_factory=OptimizerConfig)
+    d: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # generator steps
+    batch_size: int = 64  # per process, per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    resume: str = "auto"  # never | auto | PATH to a checkpoint directory
+    ema_decay: float = 0.999  # 0 disables the EMA generator
+    ema_start: int = 0  # generator step at which averaging starts (before: copy)
+    max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
+    collective_timeout_s: int = 600  # process-group timeout: a dead rank stops the others
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000  # generator steps between checkpoints (0 = only at the end)
+    keep: int = 2  # complete checkpoints kept (older ones pruned after a new one lands)
+
+
+@dataclass
+class LogConfig:
+    every: int = 50  # generator steps between metric lines
+    sample_every: int = 500  # generator steps between sample grids (0 = only at the end)
+    sample_count: int = 64  # images per grid / points per scatter
+    progress: bool = True  # progress bar on rank 0
+    wandb: Literal["disabled", "offline", "online"] = "disabled"
+    wandb_project: str = "distgan"
+    wandb_entity: str = ""
+    wandb_name: str = ""  # empty = run.name
+    wandb_group: str = ""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    game: GameConfig = field(default_factory=GameConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir or f"runs/{self.run.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; each error names the key to change."""
+    positive = {
+        "train.steps": cfg.train.steps,
+        "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum": cfg.train.grad_accum,
+        "train.max_bad_steps": cfg.train.max_bad_steps,
+        "game.n_critic": cfg.game.n_critic,
+        "game.r1_interval": cfg.game.r1_interval,
+        "log.every": cfg.log.every,
+        "log.sample_count": cfg.log.sample_count,
+        "model.z_dim": cfg.model.z_dim,
+        "model.g.width": cfg.model.g.width,
+        "model.d.width": cfg.model.d.width,
+        "data.resolution": cfg.data.resolution,
+        "train.collective_timeout_s": cfg.train.collective_timeout_s,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    non_negative = {
+        "ckpt.every": cfg.ckpt.every,
+        "log.sample_every": cfg.log.sample_every,
+        "train.ema_start": cfg.train.ema_start,
+        "game.gp_weight": cfg.game.gp_weight,
+        "game.r1_gamma": cfg.game.r1_gamma,
+        "game.clip": cfg.game.clip,
+        "data.num_workers": cfg.data.num_workers,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.ckpt.keep < 1:
+        raise ConfigError(f"ckpt.keep must be >= 1, got {cfg.ckpt.keep}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+    if not 0.0 <= cfg.game.label_smoothing < 1.0:
+        raise ConfigError(f"game.label_smoothing must be in [0, 1), got {cfg.game.label_smoothing}")
+    if cfg.game.label_smoothing and cfg.game.loss not in ("nonsaturating", "minimax"):
+        raise ConfigError(
+            f"game.label_smoothing applies to the cross-entropy losses only, not game.loss={cfg.game.loss}"
+        )
+    if cfg.game.clip and cfg.game.gp_weight:
+        raise ConfigError("game.clip and game.gp_weight both constrain D's Lipschitz constant; set only one")
+    if cfg.model.d.norm == "batch" and cfg.game.gp_weight:
+        raise ConfigError(
+            "game.gp_weight with model.d.norm=batch: the gradient penalty is per sample, "
+            "which BatchNorm breaks (WGAN-GP paper, sec. 4); use model.d.norm=none"
+        )
+    if len(cfg.optim.g.betas) != 2 or len(cfg.optim.d.betas) != 2:
+        raise ConfigError("optim.g.betas and optim.d.betas need exactly two values")
+    if cfg.data.name == "shards" and not cfg.data.shards:
+        raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
+    if cfg.data.name in ("ring", "grid") and (cfg.model.g.arch != "mlp" or cfg.model.d.arch != "mlp"):
+        raise ConfigError(
+            f"data.name={cfg.data.name} is 2-D points: model.g.arch and model.d.arch must be mlp"
+        )
+    mode = cfg.train.resume
+    if mode not in ("never", "auto") and not Path(mode).exists():
+        raise ConfigError(f"train.resume={mode!r}: expected never, auto or an existing checkpoint path")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where unambiguous."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} expects a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} expects a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = prefix or "the top level"
+            raise ConfigError(
+                f"unknown config key {prefix + '.' if prefix else ''}{key} "
+                f"(valid keys in {where}: {', '.join(sorted(names))})"
+            )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], key)
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.steps=10", "log.wandb=offline"]` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        _set_dotted(tree, key, yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """YAML file (may be None: defaults) + dotted overrides -> validated Config."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    data = _merge(data, parse_overrides(list(overrides)))
+    return from_dict(data)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,28 @@
+"""Data sources: where a trainer's real batches come from.
+
+Every source yields this rank's slice of a *global* batch and can save and
+restore its position, so training is identical on any number of processes and
+resumes in place. `build_source` picks the source from the config.
+"""
+
+from distgan.data.base import Batch, DataInfo, DataSource
+from distgan.data.builtin import build_builtin, builtin_info, builtin_names
+
+__all__ = ["Batch", "DataInfo", "DataSource", "build_source", "builtin_names", "data_info"]
+
+
+def build_source(cfg, *, global_batch: int, rank: int, world_size: int, device=None) -> DataSource:
+    """The data source for `cfg.data`, yielding (global_batch / world_size) samples per call."""
+    if cfg.data.name in builtin_names():
+        return build_builtin(cfg.data, global_batch=global_batch, rank=rank, world_size=world_size,
+                             seed=cfg.train.seed, device=device)
+    raise NotImplementedError(
+        f"data.name={cfg.data.name!r}: streamed shards are not available in this version"
+    )
+
+
+def data_info(cfg) -> DataInfo:
+    """Shape and kind of `cfg.data` without opening it (for building nets to load weights into)."""
+    if cfg.data.name in builtin_names():
+        return builtin_info(cfg.data)
+    raise NotImplementedError(f"data.name={cfg.data.name!r}: streamed shards are not available in this version")

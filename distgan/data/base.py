@@ -1,0 +1,41 @@
+"""The data interface the trainer and games depend on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Protocol
+
+import numpy as np
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    x: Tensor  # (B, 2) points or (B, C, H, W) images in [-1, 1]
+    y: Optional[Tensor] = None  # (B,) integer class labels, when the data set has them
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What models need to know about the data: shape, kind and classes."""
+
+    kind: Literal["points", "images"]
+    shape: tuple[int, ...]  # one sample, e.g. (2,) or (1, 32, 32)
+    num_classes: int = 0  # 0 = unlabelled
+
+
+class DataSource(Protocol):
+    info: DataInfo
+
+    def next_batch(self) -> Batch:
+        """This rank's slice of the next global batch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the stream (plain data, loadable with weights_only=True)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part (seed, stream, step, ...), never on time or pid."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(1, np.uint64)[0] >> 1)

@@ -1,0 +1,165 @@
+"""Built-in data sets that need no download.
+
+- ring: 8 Gaussians on the unit circle, std 0.01 (PacGAN / VEEGAN 2D-ring).
+- grid: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05 (PacGAN 2D-grid).
+- digits: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
+  classes), resized to `data.resolution` and scaled to [-1, 1].
+
+Batches are drawn per *global* batch from a generator seeded by (seed, draw),
+and each rank keeps its slice: P processes x batch B see exactly the samples
+that 1 process x batch P*B sees.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distgan.data.base import Batch, DataInfo, derive_seed
+
+_STREAM_DATA = 0x5EED_DA7A  # separates data draws from other seeded streams
+
+
+# ----------------------------------------------------------------- synthetic 2-D mixtures
+
+
+def ring_modes(num_modes: int = 8, radius: float = 1.0) -> Tensor:
+    angles = torch.arange(num_modes, dtype=torch.float64) * (2 * math.pi / num_modes)
+    return torch.stack([radius * torch.cos(angles), radius * torch.sin(angles)], dim=1).float()  # (8, 2)
+
+
+def grid_modes() -> Tensor:
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    return torch.cartesian_prod(axis, axis)  # (25, 2)
+
+
+MIXTURES = {"ring": (ring_modes, 0.01), "grid": (grid_modes, 0.05)}
+
+
+def mixture(name: str) -> tuple[Tensor, float]:
+    """(modes (M, 2), std) of a built-in 2-D mixture."""
+    make_modes, std = MIXTURES[name]
+    return make_modes(), std
+
+
+class MixtureSource:
+    """An endless, exactly reproducible stream from a Gaussian mixture."""
+
+    def __init__(self, name: str, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
+        self.modes, self.std = mixture(name)
+        self.info = DataInfo(kind="points", shape=(2,))
+        self.global_batch, self.rank, self.seed = global_batch, rank, seed
+        self.local_batch = global_batch // world_size
+        self.device = device
+        self.draws = 0
+
+    def next_batch(self) -> Batch:
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, self.draws))
+        self.draws += 1
+        which = torch.randint(len(self.modes), (self.global_batch,), generator=gen)
+        points = self.modes[which] + self.std * torch.randn(self.global_batch, 2, generator=gen)  # (GB, 2)
+        lo = self.rank * self.local_batch
+        return Batch(x=points[lo : lo + self.local_batch].to(self.device), y=which[lo : lo + self.local_batch].to(self.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"draws": self.draws}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.draws = int(state["draws"])
+
+
+# ----------------------------------------------------------------- finite tensors (digits)
+
+
+@lru_cache(maxsize=4)
+def load_digits(resolution: int) -> tuple[Tensor, Tensor]:
+    """scikit-learn digits as ((N, 1, R, R) in [-1, 1], (N,) labels)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    if resolution != 8:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    images = images.clamp_(0, 1).mul_(2).sub_(1)
+    return images.contiguous(), torch.from_numpy(bunch.target).long()
+
+
+class TensorSource:
+    """Epochs over an in-memory tensor, shuffled per epoch from (seed, epoch).
+
+    The stream is the concatenation of the epoch permutations; global batch k is
+    positions [k*GB, (k+1)*GB) of it, so no sample repeats within an epoch and
+    the position is one integer.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor | None, info: DataInfo, *, global_batch: int, rank: int,
+                 world_size: int, seed: int, device=None):
+        self.x, self.y, self.info = x, y, info
+        self.global_batch, self.seed = global_batch, seed
+        self.local_batch = global_batch // world_size
+        self.offset = rank * self.local_batch
+        self.device = device
+        self.draws = 0
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        perm = self._perms.get(epoch)
+        if perm is None:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, epoch))
+            perm = torch.randperm(len(self.x), generator=gen)
+            # A batch spans at most two epochs: keep the previous one, drop older.
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = perm
+        return perm
+
+    def next_batch(self) -> Batch:
+        n = len(self.x)
+        start = self.draws * self.global_batch + self.offset
+        self.draws += 1
+        pos = torch.arange(start, start + self.local_batch)  # positions in the endless stream
+        epochs, within = pos // n, pos % n
+        idx = torch.empty_like(pos)
+        for epoch in epochs.unique().tolist():
+            mask = epochs == epoch
+            idx[mask] = self._perm(epoch)[within[mask]]
+        y = self.y[idx].to(self.device) if self.y is not None else None
+        return Batch(x=self.x[idx].to(self.device), y=y)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"draws": self.draws}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.draws = int(state["draws"])
+
+
+# ----------------------------------------------------------------- registry
+
+
+def builtin_names() -> tuple[str, ...]:
+    return ("ring", "grid", "digits")
+
+
+def builtin_info(data_cfg) -> DataInfo:
+    if data_cfg.name in MIXTURES:
+        return DataInfo(kind="points", shape=(2,))
+    if data_cfg.name == "digits":
+        r = data_cfg.resolution
+        return DataInfo(kind="images", shape=(1, r, r), num_classes=10)
+    raise KeyError(data_cfg.name)
+
+
+def build_builtin(data_cfg, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
+    if global_batch % world_size:
+        raise ValueError(f"global batch {global_batch} does not split over {world_size} processes")
+    common = dict(global_batch=global_batch, rank=rank, world_size=world_size, seed=seed, device=device)
+    if data_cfg.name in MIXTURES:
+        return MixtureSource(data_cfg.name, **common)
+    if data_cfg.name == "digits":
+        x, y = load_digits(data_cfg.resolution)
+        return TensorSource(x, y, builtin_info(data_cfg), **common)
+    raise KeyError(data_cfg.name)

@@ -1,0 +1,194 @@
+"""Metrics by name, reduced across ranks once per interval; run outputs on rank 0.
+
+`Stats.report("loss/D/real", t)` can be called from anywhere in a step without a
+collective; `Stats.reduce()` all-reduces every accumulated metric in one call.
+`RunLog` writes metrics.jsonl, the console/progress bar and W&B, on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+
+class Stats:
+    """Running sums of named scalars on the local device; no sync until `reduce`."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def report(self, name: str, value: Tensor) -> None:
+        value = value.detach().float()
+        if name in self._sums:
+            self._sums[name] += value
+            self._counts[name] += 1
+        else:
+            self._sums[name] = value.clone()
+            self._counts[name] = 1
+
+    def reduce(self, all_reduce_sum: Callable[[Tensor], Tensor]) -> dict[str, float]:
+        """Mean of each metric over reports and ranks. Every rank must call it, and
+        every rank reports the same names (the trainer's code path is the same)."""
+        names = sorted(self._sums)
+        if not names:
+            return {}
+        sums = torch.stack([self._sums[n] for n in names])
+        counts = torch.tensor([float(self._counts[n]) for n in names], device=sums.device)
+        totals = all_reduce_sum(torch.cat([sums, counts]))
+        means = (totals[: len(names)] / totals[len(names):]).tolist()
+        self._sums.clear()
+        self._counts.clear()
+        return dict(zip(names, means))
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def image_grid(images: Tensor, nrow: Optional[int] = None, pad: int = 2) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (H', W', 3) uint8 grid, `nrow` images per row."""
+    n, c = images.shape[:2]
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / nrow))
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5)
+    if c == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=255.0)  # white frames
+    blank = torch.full((rows * nrow - n, *x.shape[1:]), 255.0)
+    x = torch.cat([x, blank])
+    grid = rearrange(x, "(r k) c h w -> (r h) (k w) c", r=rows, k=nrow)
+    return grid.round().to(torch.uint8).numpy()
+
+
+def scatter_image(points: Tensor, extent: float, size: int = 512,
+                  reference: Optional[Tensor] = None) -> np.ndarray:
+    """(N, 2) points drawn in [-extent, extent]^2 -> (size, size, 3) uint8; reference
+    points (e.g. the mixture modes) drawn as red crosses."""
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+
+    def to_px(p: Tensor) -> np.ndarray:
+        q = (p.detach().float().cpu().numpy() + extent) / (2 * extent) * (size - 1)
+        q[:, 1] = size - 1 - q[:, 1]  # y up
+        return q
+
+    for x, y in to_px(points):
+        draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(30, 90, 200))
+    if reference is not None:
+        for x, y in to_px(reference):
+            draw.line([x - 6, y, x + 6, y], fill=(220, 30, 30), width=2)
+            draw.line([x, y - 6, x, y + 6], fill=(220, 30, 30), width=2)
+    return np.asarray(img)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(array).save(tmp)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------- run log
+
+
+def new_wandb_id() -> str:
+    return secrets.token_hex(4)
+
+
+class RunLog:
+    """metrics.jsonl, console and W&B for rank 0; a no-op object on other ranks."""
+
+    def __init__(self, cfg, run_dir: Path, *, enabled: bool, start_step: int, wandb_id: str):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.bar = None
+        self.wandb = None
+        if not enabled:
+            return
+        if start_step > 0:
+            self._truncate_after(start_step)
+        interactive = cfg.log.progress and sys.stderr.isatty()
+        if interactive:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=cfg.train.steps, initial=start_step, unit="step", dynamic_ncols=True)
+        if cfg.log.wandb != "disabled":
+            self.wandb = _start_wandb(cfg, run_dir, wandb_id)
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run re-does the steps after its checkpoint: drop their old lines."""
+        if not self.metrics_path.is_file():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        short = {k.removeprefix("loss/"): v for k, v in values.items() if k.startswith("loss/")}
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in short.items()} |
+                                 {"img/s": f"{values.get('perf/img_per_s', 0):.0f}"}, refresh=False)
+        else:
+            text = " ".join(f"{k}={v:.4f}" for k, v in short.items())
+            print(f"step {step}: {text} img/s={values.get('perf/img_per_s', 0):.0f}", flush=True)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
+
+    def image(self, step: int, name: str, array: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        save_png(array, self.run_dir / "samples" / f"step_{step:07d}.png")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({name: wandb.Image(array)}, step=step)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _start_wandb(cfg, run_dir: Path, run_id: str) -> Any:
+    import wandb
+
+    return wandb.init(
+        project=cfg.log.wandb_project,
+        entity=cfg.log.wandb_entity or None,
+        name=cfg.log.wandb_name or cfg.run.name,
+        group=cfg.log.wandb_group or None,
+        id=run_id,
+        resume="allow",  # a resumed or requeued job appends to the same run
+        mode=cfg.log.wandb,
+        dir=str(run_dir),
+        config=cfg.to_dict(),
+    )

@@ -1,0 +1,98 @@
+"""Adversarial losses and penalties: pure functions of logits and tensors.
+
+Each adversarial loss is a pair (discriminator loss, generator loss) selected by
+name through `ADVERSARIAL`. All return a scalar mean over the batch, so summing
+the losses of equally sized micro-batches and ranks averages the global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ----------------------------------------------------------------- discriminator side
+
+
+def d_cross_entropy(real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0) -> dict[str, Tensor]:
+    """-log D(x) - log(1 - D(G(z))); `real_target` < 1 is one-sided label smoothing."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
+    fake = F.softplus(fake_logits).mean()  # -log(1 - sigmoid(l)) = softplus(l)
+    return {"real": real, "fake": fake}
+
+
+def d_least_squares(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """LSGAN (Mao et al. 2017), targets a=0 (fake), b=1 (real)."""
+    return {"real": 0.5 * (real_logits - 1).pow(2).mean(), "fake": 0.5 * fake_logits.pow(2).mean()}
+
+
+def d_wasserstein(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """Critic maximises E[D(x)] - E[D(G(z))]; we minimise the negation."""
+    return {"real": -real_logits.mean(), "fake": fake_logits.mean()}
+
+
+def d_hinge(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    return {"real": F.relu(1 - real_logits).mean(), "fake": F.relu(1 + fake_logits).mean()}
+
+
+# ----------------------------------------------------------------- generator side
+
+
+def g_nonsaturating(fake_logits: Tensor) -> Tensor:
+    """-log D(G(z)) (Goodfellow et al. 2014, the practical variant)."""
+    return F.softplus(-fake_logits).mean()
+
+
+def g_minimax(fake_logits: Tensor) -> Tensor:
+    """log(1 - D(G(z))): the original saturating objective."""
+    return -F.softplus(fake_logits).mean()
+
+
+def g_least_squares(fake_logits: Tensor) -> Tensor:
+    return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+def g_linear(fake_logits: Tensor) -> Tensor:
+    """-E[D(G(z))]: the generator loss of WGAN and of the hinge GAN."""
+    return -fake_logits.mean()
+
+
+# ----------------------------------------------------------------- penalties
+
+
+def gradient_penalty(grad: Tensor) -> Tensor:
+    """WGAN-GP two-sided penalty (||grad||_2 - 1)^2, per sample, averaged. grad: (B, ...)."""
+    norms = grad.flatten(1).norm(2, dim=1)  # (B,)
+    return (norms - 1).pow(2).mean()
+
+
+def r1_penalty(grad: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): ||grad_x D(x)||^2 on real data. grad: (B, ...)."""
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+# ----------------------------------------------------------------- registry
+
+
+class AdversarialLoss(NamedTuple):
+    discriminator: Callable[..., dict[str, Tensor]]
+    generator: Callable[[Tensor], Tensor]
+    uses_real_target: bool  # accepts one-sided label smoothing
+
+
+ADVERSARIAL: dict[str, AdversarialLoss] = {
+    "nonsaturating": AdversarialLoss(d_cross_entropy, g_nonsaturating, True),
+    "minimax": AdversarialLoss(d_cross_entropy, g_minimax, True),
+    "least_squares": AdversarialLoss(d_least_squares, g_least_squares, False),
+    "wasserstein": AdversarialLoss(d_wasserstein, g_linear, False),
+    "hinge": AdversarialLoss(d_hinge, g_linear, False),
+}
+
+
+def adversarial(name: str) -> AdversarialLoss:
+    try:
+        return ADVERSARIAL[name]
+    except KeyError:
+        raise ValueError(f"unknown adversarial loss {name!r}; choose from {', '.join(ADVERSARIAL)}") from None

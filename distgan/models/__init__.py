@@ -1,0 +1,33 @@
+"""Architectures only: each builder maps (net config, model config, data info) to a module.
+
+Games ask for nets by role; adding an architecture is adding an entry here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from distgan.data.base import DataInfo
+from distgan.models import dcgan, mlp
+
+# (arch, role) -> builder(net_cfg, model_cfg, info)
+_BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
+    ("mlp", "generator"): mlp.build_generator,
+    ("mlp", "discriminator"): mlp.build_discriminator,
+    ("dcgan", "generator"): dcgan.build_generator,
+    ("dcgan", "discriminator"): dcgan.build_discriminator,
+}
+
+
+def architectures() -> list[str]:
+    return sorted({arch for arch, _ in _BUILDERS})
+
+
+def build_net(role: str, key: str, net_cfg, model_cfg, info: DataInfo) -> nn.Module:
+    """Build the `role` net described by `net_cfg` (found at config key `key`)."""
+    builder = _BUILDERS.get((net_cfg.arch, role))
+    if builder is None:
+        raise ValueError(f"{key}.arch={net_cfg.arch!r} has no {role}; choose from {', '.join(architectures())}")
+    return builder(net_cfg, model_cfg, info)

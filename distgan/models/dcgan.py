@@ -1,0 +1,86 @@
+"""DCGAN (Radford et al. 2016): transposed convolutions with BatchNorm and ReLU in
+G, strided convolutions with BatchNorm and LeakyReLU(0.2) in D, tanh output, no
+pooling and no fully connected hidden layers. Any power-of-two resolution >= 8."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from distgan.data.base import DataInfo
+
+
+def _num_stages(resolution: int) -> int:
+    """Number of x2 up/down-samplings between 4x4 and `resolution`."""
+    stages = int(math.log2(resolution)) - 2
+    if resolution < 8 or 4 * 2**stages != resolution:
+        raise ValueError(f"dcgan needs data.resolution a power of two >= 8, got {resolution}")
+    return stages
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights, BN scale N(1, 0.02), as in the DCGAN paper."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, z_dim: int, out_channels: int, resolution: int, width: int, norm: str):
+        super().__init__()
+        stages = _num_stages(resolution)
+        ch = width * 2 ** (stages - 1)  # widest layer at 4x4, halving as resolution doubles
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=norm != "batch"), _norm(norm, ch), nn.ReLU(True)]
+        for _ in range(stages - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, out_channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z[:, :, None, None])  # (B, z) -> (B, C, R, R)
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, in_channels: int, resolution: int, width: int, norm: str):
+        super().__init__()
+        stages = _num_stages(resolution)
+        ch = width
+        # No normalization on the input layer (DCGAN paper: it destabilises training).
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(stages - 1):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch * 2), nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
+        self.net = nn.Sequential(*layers)
+        dcgan_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).flatten()  # (B,) logits
+
+
+def _check_images(info: DataInfo) -> None:
+    if info.kind != "images":
+        raise ValueError("dcgan works on images; use arch=mlp for 2-D point data")
+
+
+def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
+    _check_images(info)
+    return DCGANGenerator(model_cfg.z_dim, info.shape[0], info.shape[-1], net_cfg.width, net_cfg.norm)
+
+
+def build_discriminator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
+    _check_images(info)
+    return DCGANDiscriminator(info.shape[0], info.shape[-1], net_cfg.width, net_cfg.norm)

@@ -1,0 +1,55 @@
+"""Fully connected G and D: the classic GAN of Goodfellow et al. (one hidden layer
+by default) and the deeper MLPs used on the 2-D mixture benchmarks."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from distgan.data.base import DataInfo
+
+
+def _hidden_stack(in_dim: int, width: int, depth: int, norm: str, act: nn.Module) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers.append(nn.Linear(in_dim if i == 0 else width, width))
+        if norm == "batch":
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(act)
+    return layers
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, z_dim: int, out_shape: tuple[int, ...], width: int, depth: int, norm: str, squash: bool):
+        super().__init__()
+        self.out_shape = out_shape
+        out_dim = math.prod(out_shape)
+        layers = _hidden_stack(z_dim, width, depth, norm, nn.ReLU())
+        layers.append(nn.Linear(width, out_dim))
+        if squash:  # images live in [-1, 1]; points are unbounded
+            layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.out_shape)  # (B, *out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, in_shape: tuple[int, ...], width: int, depth: int, norm: str):
+        super().__init__()
+        layers = _hidden_stack(math.prod(in_shape), width, depth, norm, nn.LeakyReLU(0.2))
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1)).squeeze(1)  # (B,) logits
+
+
+def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
+    return MLPGenerator(model_cfg.z_dim, info.shape, net_cfg.width, net_cfg.depth, net_cfg.norm,
+                        squash=info.kind == "images")
+
+
+def build_discriminator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
+    return MLPDiscriminator(info.shape, net_cfg.width, net_cfg.depth, net_cfg.norm)

@@ -1,0 +1,380 @@
+"""The one trainer. It runs a `Game`'s phases and knows no GAN family.
+
+Per generator step, for each phase due at this step (and `repeats` times):
+freeze every net but the phase's player, run `grad_accum` micro-batches under
+autocast with gradient sync only on the last one, decide on all ranks together
+whether the step is finite, step the player's optimizer through its own scaler,
+and call the game's post-step hook. Then update the EMA, log, sample and
+checkpoint on schedule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import signal
+import time
+from contextlib import ExitStack, nullcontext
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from distgan.config import Config, ConfigError, dump_yaml
+from distgan.data import build_source
+from distgan.data.base import derive_seed
+from distgan.games import DISCRIMINATOR, GENERATOR, Phase, StepContext, build_game
+from distgan.log import RunLog, Stats, image_grid, new_wandb_id, scatter_image
+from distgan.sampling import generate
+from distgan.train import checkpoint
+from distgan.train.ema import EMA
+
+_STREAM_NOISE = 0x0015E
+_STREAM_INIT = 0x1417
+_STREAM_RANK = 0x4A4B
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    return Accelerator(
+        # Without cpu=True, Accelerate on a CUDA-less machine runs every process alone.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="no",  # distgan applies autocast and one scaler per player itself
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))],
+    )
+
+
+def wrap_ddp(net: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+    """DDP without buffer sync at each forward.
+
+    With it, rank 0's BatchNorm buffers overwrite every rank's at every forward
+    (and D runs real and fake batches as separate forwards). Instead each rank
+    keeps its own running statistics; with model.sync_bn they are global and
+    identical anyway. Running statistics never enter a training-mode forward, so
+    weights do not depend on the choice; sampling uses standing statistics.
+    """
+    if world_size == 1:
+        return net
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=device_ids, **no_sync)
+
+
+def _build_optimizer(params, ocfg) -> torch.optim.Optimizer:
+    if ocfg.name == "adam":
+        return torch.optim.Adam(params, lr=ocfg.lr, betas=tuple(ocfg.betas), weight_decay=ocfg.weight_decay)
+    if ocfg.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+    return torch.optim.SGD(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, cfg: Config, accelerator: Optional[Accelerator] = None):
+        self.cfg = cfg
+        self.acc = accelerator or make_accelerator(cfg)
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.device = self.acc.device
+        self.is_main = self.acc.is_main_process
+        self.run_dir = cfg.run_dir
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self._prepare_run_dir()
+
+        tcfg = cfg.train
+        self.global_batch = tcfg.batch_size * self.world
+        self.data = build_source(cfg, global_batch=self.global_batch, rank=self.rank,
+                                 world_size=self.world, device=self.device)
+
+        # Same initial weights on every rank, whatever the world size.
+        torch.manual_seed(derive_seed(tcfg.seed, _STREAM_INIT))
+        self.game = build_game(cfg, self.data.info)
+        if cfg.model.sync_bn:
+            from distgan.nn.sync_bn import convert_to_cross_replica_bn
+
+            self.game.nets = {n: convert_to_cross_replica_bn(m) for n, m in self.game.nets.items()}
+        self.nets: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.game.nets.items()}
+        self.player_of = {net: player for player, names in self.game.players.items() for net in names}
+        optim_cfg = {GENERATOR: cfg.optim.g, DISCRIMINATOR: cfg.optim.d}
+        self.optimizers = {
+            player: _build_optimizer([p for n in names for p in self.nets[n].parameters()], optim_cfg[player])
+            for player, names in self.game.players.items()
+        }
+        self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
+                        for player in self.game.players}
+        self.wrapped = {n: wrap_ddp(m, self.device, self.world) for n, m in self.nets.items()}
+        self.game.bind(self.wrapped)
+        self.ema = ({n: EMA(self.nets[n], tcfg.ema_decay, tcfg.ema_start) for n in self.game.ema_nets}
+                    if tcfg.ema_decay > 0 else {})
+        self.phases: list[Phase] = self.game.phases()
+
+        # Anything drawing from the global RNGs differs per rank (never the batches).
+        rank_seed = derive_seed(tcfg.seed, _STREAM_RANK, self.rank)
+        torch.manual_seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
+        random.seed(rank_seed)
+
+        self.step = 0
+        self.bad_steps = 0
+        self.wandb_id = new_wandb_id()
+        self.stats = Stats()
+        self._stop_signal: Optional[int] = None
+        self._resume()
+        self.log = RunLog(cfg, self.run_dir, enabled=self.is_main, start_step=self.step, wandb_id=self.wandb_id)
+
+    # ------------------------------------------------------------------ setup
+
+    def _prepare_run_dir(self) -> None:
+        if self.is_main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.run_dir / ".write_test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as exc:
+                raise TrainingError(f"run directory {self.run_dir} is not writable: {exc}") from None
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
+        self.acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        mode = self.cfg.train.resume
+        if mode == "never":
+            if checkpoint.complete_checkpoints(self.ckpt_root):
+                raise ConfigError(
+                    f"train.resume=never but {self.ckpt_root} already holds checkpoints; "
+                    f"use another run.dir, or train.resume=auto to continue"
+                )
+            return
+        path = checkpoint.find_latest(self.ckpt_root) if mode == "auto" else Path(mode)
+        if path is not None and not checkpoint.is_complete(path):
+            path = checkpoint.find_latest(path) or checkpoint.find_latest(path / "checkpoints")
+            if path is None:
+                raise ConfigError(f"train.resume={mode}: no complete checkpoint there")
+        if path is None:
+            return
+        shared, mine = checkpoint.load(path, self.rank)
+        if mine is None:
+            # More ranks than the checkpoint had: this rank keeps its fresh RNG
+            # and takes rank 0's data position (built-in data is addressed by
+            # global batch, so the position is the same on every rank).
+            mine = {"rng": _rng_state(), "data": checkpoint.load(path, 0)[1]["data"]}
+        self.load_state_dict(shared, mine)
+        if self.is_main:
+            print(f"resumed from {path} at step {self.step}", flush=True)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "bad_steps": self.bad_steps,
+            "nets": {n: m.state_dict() for n, m in self.nets.items()},
+            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+            "scalers": {p: s.state_dict() for p, s in self.scalers.items()},
+            "ema": {n: e.state_dict() for n, e in self.ema.items()},
+            "wandb_id": self.wandb_id,
+            "world_size": self.world,
+            "config": self.cfg.to_dict(),
+        }
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        return {"rng": _rng_state(), "data": self.data.state_dict()}
+
+    def load_state_dict(self, shared: dict[str, Any], mine: dict[str, Any]) -> None:
+        try:
+            for n, m in self.nets.items():
+                m.load_state_dict(shared["nets"][n])
+            for n, e in self.ema.items():
+                e.load_state_dict(shared["ema"][n])
+        except (RuntimeError, KeyError) as exc:
+            raise TrainingError(f"checkpoint does not fit this model config (model.* changed?): {exc}") from None
+        for p, o in self.optimizers.items():
+            o.load_state_dict(shared["optimizers"][p])
+        for p, s in self.scalers.items():
+            s.load_state_dict(shared["scalers"][p])
+        self.step, self.bad_steps = int(shared["step"]), int(shared["bad_steps"])
+        self.wandb_id = shared["wandb_id"]
+        _set_rng_state(mine["rng"])
+        self.data.load_state_dict(mine["data"])
+        if shared.get("world_size") != self.world and self.is_main:
+            print(f"warning: checkpoint was written by {shared.get('world_size')} processes, "
+                  f"resuming on {self.world}", flush=True)
+
+    def save_checkpoint(self) -> Path:
+        return checkpoint.save(self.ckpt_root, self.step, self.state_dict() if self.is_main else {},
+                               self.rank_state_dict(), rank=self.rank, world_size=self.world,
+                               barrier=self.acc.wait_for_everyone, keep=self.cfg.ckpt.keep)
+
+    # ------------------------------------------------------------------ one phase
+
+    def _all_reduce_max(self, flag: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag
+
+    def _all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def _autocast(self):
+        precision = self.cfg.train.precision
+        if precision == "no":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    def _sync_contexts(self, player: str, last_micro: bool) -> ExitStack:
+        """DDP gradient sync only for the trained player's nets on the last
+        micro-batch. The other player's nets never prepare a reduction: their
+        parameters are frozen, so a prepared reducer would wait forever."""
+        stack = ExitStack()
+        for name, net in self.wrapped.items():
+            if isinstance(net, DistributedDataParallel) and (self.player_of[name] != player or not last_micro):
+                stack.enter_context(net.no_sync())
+        return stack
+
+    def run_phase(self, index: int, phase: Phase, repeat: int) -> bool:
+        """One optimizer step of `phase.player`. Returns False if it was skipped."""
+        tcfg = self.cfg.train
+        for name, net in self.nets.items():
+            net.requires_grad_(self.player_of[name] == phase.player)
+        optimizer, scaler = self.optimizers[phase.player], self.scalers[phase.player]
+        optimizer.zero_grad(set_to_none=True)
+        nonfinite = torch.zeros((), device=self.device)
+        for micro in range(tcfg.grad_accum):
+            batch = self.data.next_batch() if phase.uses_data else None
+            ctx = StepContext((tcfg.seed, _STREAM_NOISE, self.step, index, repeat, micro),
+                              global_batch=self.global_batch, rank=self.rank,
+                              local_batch=tcfg.batch_size, device=self.device,
+                              grad_scale=scaler.get_scale if scaler.is_enabled() else None)
+            with self._sync_contexts(phase.player, micro == tcfg.grad_accum - 1), self._autocast():
+                terms = phase.loss(batch, ctx)
+                total = sum(terms.values())
+            nonfinite = torch.maximum(nonfinite, (~torch.isfinite(total.detach())).float())
+            # Backward runs even for a non-finite loss: every rank must join the
+            # gradient all-reduce or the others hang. The step is skipped below.
+            scaler.scale(total / tcfg.grad_accum).backward()
+            for key, value in terms.items():
+                self.stats.report(f"loss/{phase.name}/{key}", value)
+        if not scaler.is_enabled():
+            # fp16's scaler skips steps with non-finite gradients by itself.
+            for name in self.game.players[phase.player]:
+                for p in self.nets[name].parameters():
+                    if p.grad is not None and not torch.isfinite(p.grad).all():
+                        nonfinite.fill_(1.0)
+                        break
+        if self._all_reduce_max(nonfinite).item() > 0:  # same decision on every rank
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        scaler.step(optimizer)
+        scaler.update()
+        self.game.after_step(phase.player)
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def _handle_signal(self, signum, _frame) -> None:
+        self._stop_signal = signum
+
+    def train_step(self) -> None:
+        step_ok = True
+        for index, phase in enumerate(self.phases):
+            if self.step % phase.interval:
+                continue
+            for repeat in range(phase.repeats):
+                step_ok &= self.run_phase(index, phase, repeat)
+        self.step += 1
+        self.bad_steps = 0 if step_ok else self.bad_steps + 1
+        if not step_ok:
+            self.log.message(f"step {self.step}: non-finite loss or gradient; update skipped on all ranks "
+                             f"({self.bad_steps} in a row)")
+            if self.bad_steps >= self.cfg.train.max_bad_steps:
+                last = checkpoint.find_latest(self.ckpt_root)
+                raise TrainingError(
+                    f"{self.bad_steps} consecutive steps with non-finite losses or gradients (up to step "
+                    f"{self.step}); stopping. Last good checkpoint: {last or 'none'}. Lower the learning "
+                    f"rate, use train.precision=bf16 or no, or check the data."
+                )
+        for name, ema in self.ema.items():
+            ema.update(self.nets[name], self.step)
+
+    def _stop_requested(self) -> bool:
+        """All ranks agree, so they all checkpoint and leave at the same step."""
+        flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        return bool(self._all_reduce_max(flag).item())
+
+    def sample_grid(self) -> np.ndarray:
+        nets = {n: (self.ema[n].shadow if n in self.ema else self.nets[n]) for n in self.game.ema_nets}
+        samples = generate(self.game, nets, self.cfg.log.sample_count, seed=self.cfg.train.seed,
+                           device=self.device)
+        if self.data.info.kind == "points":
+            from distgan.data.builtin import mixture
+
+            modes, _ = mixture(self.cfg.data.name)
+            return scatter_image(samples, extent=float(modes.abs().max()) * 1.25, reference=modes)
+        return image_grid(samples)
+
+    def fit(self) -> int:
+        """Train to `train.steps`; returns the step reached (less if stopped by a signal)."""
+        cfg = self.cfg
+        previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        try:
+            t0, step0 = time.perf_counter(), self.step
+            while self.step < cfg.train.steps:
+                self.train_step()
+                self.log.advance()
+                step = self.step
+                if step % cfg.log.every == 0 or step == cfg.train.steps:
+                    values = self.stats.reduce(self._all_reduce_sum)
+                    elapsed = time.perf_counter() - t0
+                    d_images = sum(p.repeats for p in self.phases if p.player == DISCRIMINATOR)
+                    values["perf/step_per_s"] = (step - step0) / elapsed
+                    values["perf/img_per_s"] = values["perf/step_per_s"] * d_images * self.global_batch * cfg.train.grad_accum
+                    self.log.metrics(step, values)
+                    t0, step0 = time.perf_counter(), step
+                if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
+                    self.log.image(step, "samples", self.sample_grid())
+                stop = self._stop_requested() if self.world > 1 or self._stop_signal else False
+                if step == cfg.train.steps or stop or (cfg.ckpt.every and step % cfg.ckpt.every == 0):
+                    path = self.save_checkpoint()
+                    if stop:
+                        self.log.message(f"stop requested by signal: checkpoint {path} written at step {step}")
+                        break
+            return self.step
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.log.close()

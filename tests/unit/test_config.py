@@ -1,0 +1,74 @@
+import pytest
+
+from distgan.config import ConfigError, load_config, parse_overrides
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, "train: {steps: 7}\n"), ["train.batch_size=3", "optim.g.lr=1e-4",
+                                                               "log.wandb=offline", "optim.d.betas=[0.0, 0.9]"])
+    assert cfg.train.steps == 7 and cfg.train.batch_size == 3
+    assert cfg.optim.g.lr == pytest.approx(1e-4)  # YAML reads 1e-4 as a string; coerced
+    assert cfg.log.wandb == "offline"
+    assert cfg.optim.d.betas == [0.0, 0.9]
+
+
+@pytest.mark.parametrize("yaml_text, overrides, key", [
+    ("train: {stepz: 3}\n", [], "train.stepz"),
+    ("", ["model.g.widht=3"], "model.g.widht"),
+    ("bogus: 1\n", [], "bogus"),
+])
+def test_unknown_keys_are_named(tmp_path, yaml_text, overrides, key):
+    with pytest.raises(ConfigError, match=f"unknown config key {key}"):
+        load_config(write(tmp_path, yaml_text), overrides)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.steps=ten", "train.steps"),
+    ("train.steps=1.5", "train.steps"),
+    ("model.sync_bn=maybe", "model.sync_bn"),
+    ("game.loss=wgan", "game.loss"),
+    ("train.precision=fp8", "train.precision"),
+    ("optim.g.lr=fast", "optim.g.lr"),
+    ("train=3", "train"),
+])
+def test_wrong_types_are_named(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["train.steps=0"], "train.steps"),
+    (["game.clip=0.01", "game.gp_weight=10", "model.d.norm=none"], "game.clip"),
+    (["game.gp_weight=10"], "model.d.norm"),
+    (["train.ema_decay=1.0"], "train.ema_decay"),
+    (["game.loss=hinge", "game.label_smoothing=0.1"], "game.label_smoothing"),
+    (["data.name=ring"], "model.g.arch"),
+    (["data.name=shards"], "data.shards"),
+    (["train.resume=/no/such/checkpoint"], "train.resume"),
+])
+def test_contradictions_are_named(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_overrides(["train.steps"])
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config("missing.yaml")
+
+
+def test_shipped_configs_load():
+    import pathlib
+
+    configs = sorted(pathlib.Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"))
+    assert configs, "no configs shipped"
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.run.name == path.stem, f"{path.name}: run.name should match the file name"
