@@ -92,21 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from distgan.config import ConfigError
-    from distgan.train.checkpoint import CheckpointError
+    from distgan.errors import DistganError
 
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError) as exc:
+    except (DistganError, FileNotFoundError, ValueError) as exc:
+        # ValueError: bad values that reach a builder (e.g. an unknown architecture).
+        if os.environ.get("DISTGAN_DEBUG"):
+            raise
         print(f"distgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # user-fixable failures get one clear line (DISTGAN_DEBUG=1: traceback)
-        from distgan.train.trainer import TrainingError
-
-        if isinstance(exc, (TrainingError, ValueError)) and not os.environ.get("DISTGAN_DEBUG"):
-            print(f"distgan {args.command}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

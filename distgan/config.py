@@ -14,13 +14,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
+from distgan.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config problem, with the dotted key it concerns in the message."""
+__all__ = ["Config", "ConfigError", "load_config", "from_dict", "parse_overrides", "dump_yaml"]
 
 
 # --------------------------------------------------------------------------- components

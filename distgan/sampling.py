@@ -46,7 +46,7 @@ def _local_stats(nets: Mapping[str, nn.Module]) -> ExitStack:
 
 
 def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device) -> StepContext:
-    return StepContext(seed_parts, global_batch=n, rank=0, local_batch=n, device=device)
+    return StepContext(seed_parts, total=n, offset=0, local_batch=n, device=device)
 
 
 @torch.no_grad()

@@ -82,3 +82,42 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
     assert ta.keys() == tb.keys()
     differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
     assert not differ, f"tensors differ: {differ[:5]}"
+
+
+def read_wandb_records(path: Path) -> list:
+    """Records of an offline W&B run file (run-<id>.wandb), to check what was logged.
+
+    The file is a 7-byte header (":W&B", magic, version) followed by LevelDB-log
+    framed protobuf `Record`s: 32 KiB blocks, each chunk a 7-byte header (crc32c,
+    little-endian length, type FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    block, pos, parts, records = 32768, 7, [], []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if kind == 0:
+            break
+        parts.append(data[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = pb.Record()
+            record.ParseFromString(b"".join(parts))
+            records.append(record)
+            parts = []
+    return records
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """History rows ({key: value}) logged in an offline run file."""
+    rows = []
+    for record in read_wandb_records(path):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows

@@ -48,23 +48,42 @@ def mixture(name: str) -> tuple[Tensor, float]:
 
 
 class MixtureSource:
-    """An endless, exactly reproducible stream from a Gaussian mixture."""
+    """An endless, exactly reproducible stream from a Gaussian mixture.
+
+    Sample p of the stream comes from block p // BLOCK, generated from (seed,
+    block): any split of the stream into batches, ranks or micro-batches sees
+    the same samples.
+    """
+
+    BLOCK = 4096
 
     def __init__(self, name: str, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
         self.modes, self.std = mixture(name)
         self.info = DataInfo(kind="points", shape=(2,))
-        self.global_batch, self.rank, self.seed = global_batch, rank, seed
+        self.global_batch, self.seed = global_batch, seed
         self.local_batch = global_batch // world_size
+        self.offset = rank * self.local_batch
         self.device = device
         self.draws = 0
+        self._blocks: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def _block(self, index: int) -> tuple[Tensor, Tensor]:
+        if index not in self._blocks:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, index))
+            which = torch.randint(len(self.modes), (self.BLOCK,), generator=gen)
+            points = self.modes[which] + self.std * torch.randn(self.BLOCK, 2, generator=gen)  # (BLOCK, 2)
+            self._blocks = {i: b for i, b in self._blocks.items() if i >= index - 1}
+            self._blocks[index] = (points, which)
+        return self._blocks[index]
 
     def next_batch(self) -> Batch:
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, self.draws))
+        start = self.draws * self.global_batch + self.offset
         self.draws += 1
-        which = torch.randint(len(self.modes), (self.global_batch,), generator=gen)
-        points = self.modes[which] + self.std * torch.randn(self.global_batch, 2, generator=gen)  # (GB, 2)
-        lo = self.rank * self.local_batch
-        return Batch(x=points[lo : lo + self.local_batch].to(self.device), y=which[lo : lo + self.local_batch].to(self.device))
+        first, last = start // self.BLOCK, (start + self.local_batch - 1) // self.BLOCK
+        points, which = (torch.cat(parts) for parts in zip(*(self._block(i) for i in range(first, last + 1))))
+        lo = start - first * self.BLOCK
+        return Batch(x=points[lo : lo + self.local_batch].to(self.device),
+                     y=which[lo : lo + self.local_batch].to(self.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"draws": self.draws}

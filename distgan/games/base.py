@@ -23,17 +23,19 @@ GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 class StepContext:
     """Randomness and autograd helpers for one micro-batch of one phase.
 
-    Every random draw is made for the *global* batch from a generator seeded by
-    the step coordinates, and this rank keeps its slice. So P processes x batch B
-    draw exactly what 1 process x batch P*B draws, and a resumed run draws what
-    the uninterrupted one did.
+    Every random draw is made for the whole optimizer step, i.e. the *global*
+    batch of all ranks and micro-batches (`total` samples), from a generator
+    seeded by the step coordinates; this micro-batch on this rank keeps the
+    `local_batch` samples starting at `offset`. So P processes x batch B x
+    accumulation A draw exactly what 1 process x batch P*A*B draws, and a resumed
+    run draws what the uninterrupted one did.
     """
 
-    def __init__(self, seed_parts: tuple[int, ...], *, global_batch: int, rank: int, local_batch: int,
+    def __init__(self, seed_parts: tuple[int, ...], *, total: int, offset: int, local_batch: int,
                  device: torch.device, grad_scale: Optional[Callable[[], float]] = None):
         self._gen = torch.Generator().manual_seed(derive_seed(*seed_parts))
-        self.global_batch, self.local_batch = global_batch, local_batch
-        self._lo = rank * local_batch
+        self.total, self.local_batch = total, local_batch
+        self._lo = offset
         self.device = device
         self._grad_scale = grad_scale
 
@@ -42,15 +44,15 @@ class StepContext:
 
     def randn(self, *shape: int) -> Tensor:
         """(B_local, *shape) standard normal."""
-        return self._slice(torch.randn(self.global_batch, *shape, generator=self._gen))
+        return self._slice(torch.randn(self.total, *shape, generator=self._gen))
 
     def rand(self, *shape: int) -> Tensor:
         """(B_local, *shape) uniform in [0, 1)."""
-        return self._slice(torch.rand(self.global_batch, *shape, generator=self._gen))
+        return self._slice(torch.rand(self.total, *shape, generator=self._gen))
 
     def randint(self, high: int, *shape: int) -> Tensor:
         """(B_local, *shape) integers in [0, high)."""
-        return self._slice(torch.randint(high, (self.global_batch, *shape), generator=self._gen))
+        return self._slice(torch.randint(high, (self.total, *shape), generator=self._gen))
 
     def input_grad(self, outputs: Tensor, inputs: Tensor) -> Tensor:
         """d(sum outputs)/d(inputs) with a graph for penalties (GP, R1).

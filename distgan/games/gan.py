@@ -53,7 +53,7 @@ class AdversarialGame(Game):
         terms = self.loss.discriminator(real_logits, fake_logits, **self._real_target_kwargs())
         if self.cfg.gp_weight:
             alpha = ctx.rand(*([1] * (real.dim() - 1)))  # (B, 1, ...) one mix per sample
-            mixed = torch.lerp(real.detach(), fake, alpha).requires_grad_(True)
+            mixed = torch.lerp(real.detach(), fake.to(real.dtype), alpha).requires_grad_(True)
             grad = ctx.input_grad(D(mixed), mixed)
             terms["gp"] = self.cfg.gp_weight * losses.gradient_penalty(grad)
         if eager_r1:

@@ -27,12 +27,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from distgan.errors import CheckpointError
+
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 LATEST = "latest"
 
 
-class CheckpointError(RuntimeError):
-    pass
 
 
 def _fsync_dir(path: Path) -> None:

@@ -27,7 +27,8 @@ from accelerate.utils import InitProcessGroupKwargs
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from distgan.config import Config, ConfigError, dump_yaml
+from distgan.config import Config, dump_yaml
+from distgan.errors import ConfigError, TrainingError
 from distgan.data import build_source
 from distgan.data.base import derive_seed
 from distgan.games import DISCRIMINATOR, GENERATOR, Phase, StepContext, build_game
@@ -41,8 +42,6 @@ _STREAM_INIT = 0x1417
 _STREAM_RANK = 0x4A4B
 
 
-class TrainingError(RuntimeError):
-    pass
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -148,7 +147,8 @@ class Trainer:
         random.seed(rank_seed)
 
         self.step = 0
-        self.bad_steps = 0
+        self.bad_steps = 0  # consecutive skipped steps
+        self.skipped_steps = 0  # in this process's lifetime, logged as train/skipped_steps
         self.wandb_id = new_wandb_id()
         self.stats = Stats()
         self._stop_signal: Optional[int] = None
@@ -276,8 +276,9 @@ class Trainer:
         nonfinite = torch.zeros((), device=self.device)
         for micro in range(tcfg.grad_accum):
             batch = self.data.next_batch() if phase.uses_data else None
-            ctx = StepContext((tcfg.seed, _STREAM_NOISE, self.step, index, repeat, micro),
-                              global_batch=self.global_batch, rank=self.rank,
+            ctx = StepContext((tcfg.seed, _STREAM_NOISE, self.step, index, repeat),
+                              total=self.global_batch * tcfg.grad_accum,
+                              offset=micro * self.global_batch + self.rank * tcfg.batch_size,
                               local_batch=tcfg.batch_size, device=self.device,
                               grad_scale=scaler.get_scale if scaler.is_enabled() else None)
             with self._sync_contexts(phase.player, micro == tcfg.grad_accum - 1), self._autocast():
@@ -290,17 +291,26 @@ class Trainer:
             for key, value in terms.items():
                 self.stats.report(f"loss/{phase.name}/{key}", value)
         if not scaler.is_enabled():
-            # fp16's scaler skips steps with non-finite gradients by itself.
-            for name in self.game.players[phase.player]:
-                for p in self.nets[name].parameters():
-                    if p.grad is not None and not torch.isfinite(p.grad).all():
-                        nonfinite.fill_(1.0)
-                        break
-        if self._all_reduce_max(nonfinite).item() > 0:  # same decision on every rank
+            grads = [p.grad for n in self.game.players[phase.player] for p in self.nets[n].parameters()
+                     if p.grad is not None]
+            if grads:
+                finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+                nonfinite = torch.maximum(nonfinite, (~finite).float())
+        if self._all_reduce_max(nonfinite).item() > 0:  # the same decision on every rank
             optimizer.zero_grad(set_to_none=True)
+            if scaler.is_enabled():
+                scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
             return False
-        scaler.step(optimizer)
-        scaler.update()
+        if scaler.is_enabled():
+            # fp16: the scaler finds inf/NaN in the (all-reduced, hence identical on
+            # every rank) gradients, skips the step and backs the scale off.
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() < scale:
+                return False
+        else:
+            optimizer.step()
         self.game.after_step(phase.player)
         return True
 
@@ -319,6 +329,7 @@ class Trainer:
         self.step += 1
         self.bad_steps = 0 if step_ok else self.bad_steps + 1
         if not step_ok:
+            self.skipped_steps += 1
             self.log.message(f"step {self.step}: non-finite loss or gradient; update skipped on all ranks "
                              f"({self.bad_steps} in a row)")
             if self.bad_steps >= self.cfg.train.max_bad_steps:
@@ -361,6 +372,7 @@ class Trainer:
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
                     d_images = sum(p.repeats for p in self.phases if p.player == DISCRIMINATOR)
+                    values["train/skipped_steps"] = self.skipped_steps
                     values["perf/step_per_s"] = (step - step0) / elapsed
                     values["perf/img_per_s"] = values["perf/step_per_s"] * d_images * self.global_batch * cfg.train.grad_accum
                     self.log.metrics(step, values)
@@ -368,7 +380,10 @@ class Trainer:
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
                     self.log.image(step, "samples", self.sample_grid())
                 stop = self._stop_requested() if self.world > 1 or self._stop_signal else False
-                if step == cfg.train.steps or stop or (cfg.ckpt.every and step % cfg.ckpt.every == 0):
+                # Periodic checkpoints wait out a run of skipped steps, so the
+                # newest checkpoint is the last good state if the run then aborts.
+                periodic = cfg.ckpt.every and step % cfg.ckpt.every == 0 and self.bad_steps == 0
+                if step == cfg.train.steps or stop or periodic:
                     path = self.save_checkpoint()
                     if stop:
                         self.log.message(f"stop requested by signal: checkpoint {path} written at step {step}")

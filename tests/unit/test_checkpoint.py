@@ -70,7 +70,7 @@ def test_sigkill_at_random_points_during_writes(tmp_path, trial_seed):
     _save(tmp_path, 0)
     newest = 0
     kills = 0
-    for trial in range(24):
+    for _ in range(24):
         proc = ctx.Process(target=_writer, args=(str(tmp_path), newest + 1))
         proc.start()
         time.sleep(rng.uniform(0.0, 0.25))

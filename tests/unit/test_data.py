@@ -61,3 +61,16 @@ def test_state_dict_resumes_the_stream():
     b = source("digits", 64)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.next_batch().x, b.next_batch().x)
+
+
+def test_stream_is_the_same_under_any_batching():
+    """Micro-batches and ranks only cut the stream differently: accumulation 2 x
+    batch 8 on 1 rank, batch 8 on each of 2 ranks, and batch 16 see the same samples."""
+    for name in ("ring", "digits"):
+        big = source(name, 16)
+        small = source(name, 8)
+        ranks = [source(name, 16, rank=r, world=2) for r in range(2)]
+        for _ in range(300):  # crosses mixture blocks and digit epochs
+            full = big.next_batch().x
+            assert torch.equal(full, torch.cat([small.next_batch().x, small.next_batch().x]))
+            assert torch.equal(full, torch.cat([r.next_batch().x for r in ranks]))

@@ -1,0 +1,75 @@
+"""NaN/Inf on one rank: the step is skipped on every rank (no divergence, no
+hang); after max_bad_steps in a row the run stops with a clear error and the last
+good checkpoint intact. Real Trainer, two real gloo processes."""
+
+import math
+import os
+
+import torch
+import torch.distributed as dist
+
+from tests.distributed.gloo import run_gloo
+
+
+def _nan_game(bad_calls):
+    from distgan.games.gan import AdversarialGame
+
+    class NaNOnRankOne(AdversarialGame):
+        """D loss is NaN on rank 1 for the listed D-loss calls (call k = step k here)."""
+
+        calls = 0
+
+        def d_loss(self, batch, ctx):
+            terms = super().d_loss(batch, ctx)
+            if dist.get_rank() == 1 and type(self).calls in bad_calls:
+                terms["real"] = terms["real"] * math.nan
+            type(self).calls += 1
+            return terms
+
+    return NaNOnRankOne
+
+
+def _train_with_nans(rank, world_size, run_dir, bad_calls, overrides):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    from distgan.config import load_config
+    from distgan.games import GAMES
+    from distgan.train.trainer import Trainer, TrainingError
+
+    GAMES["nan_on_rank_one"] = _nan_game(set(bad_calls))
+    cfg = load_config("configs/gan_mlp_digits.yaml", [
+        "game.name=nan_on_rank_one", "data.resolution=8", "train.batch_size=8", "log.progress=false",
+        f"run.dir={run_dir}", *overrides])
+    trainer = Trainer(cfg)
+    try:
+        trainer.fit()
+        error = None
+    except TrainingError as exc:
+        error = str(exc)
+    g = torch.cat([p.detach().flatten() for p in trainer.nets["G"].parameters()])
+    d = torch.cat([p.detach().flatten() for p in trainer.nets["D"].parameters()])
+    return {"step": trainer.step, "skipped": trainer.skipped_steps, "error": error, "G": g, "D": d}
+
+
+def test_nan_on_one_rank_skips_the_step_everywhere(tmp_path):
+    results = run_gloo(_train_with_nans, 2, str(tmp_path / "run"), [2, 3], ["train.steps=6", "ckpt.every=0"])
+    for r in results:
+        assert r["error"] is None and r["step"] == 6
+        assert r["skipped"] == 2, "both poisoned steps were skipped, on both ranks"
+        assert torch.isfinite(r["G"]).all() and torch.isfinite(r["D"]).all()
+    assert torch.equal(results[0]["D"], results[1]["D"]) and torch.equal(results[0]["G"], results[1]["G"])
+
+
+def test_consecutive_nans_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
+    from distgan.train import checkpoint
+
+    run = tmp_path / "run"
+    results = run_gloo(_train_with_nans, 2, str(run), list(range(2, 100)),
+                       ["train.steps=20", "ckpt.every=2", "train.max_bad_steps=3"])
+    for r in results:
+        assert r["error"] is not None and "3 consecutive steps with non-finite" in r["error"]
+        assert "step_0000002" in r["error"], "the message names the last good checkpoint"
+        assert r["step"] == 5
+    latest = checkpoint.find_latest(run / "checkpoints")
+    assert latest.name == "step_0000002"
+    shared, _ = checkpoint.load(latest, rank=0)
+    assert all(torch.isfinite(t).all() for t in shared["nets"]["D"].values())
