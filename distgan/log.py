@@ -27,8 +27,12 @@ class Stats:
     def __init__(self) -> None:
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._totals: set[str] = set()  # names reduced as a sum (counters), not a mean
 
-    def report(self, name: str, value: Tensor) -> None:
+    def report(self, name: str, value: Tensor, total: bool = False) -> None:
+        """Accumulate `value`; `total=True` for counters, summed over reports and ranks."""
+        if total:
+            self._totals.add(name)
         value = value.detach().float()
         if name in self._sums:
             self._sums[name] += value
@@ -45,11 +49,12 @@ class Stats:
             return {}
         sums = torch.stack([self._sums[n] for n in names])
         counts = torch.tensor([float(self._counts[n]) for n in names], device=sums.device)
-        totals = all_reduce_sum(torch.cat([sums, counts]))
-        means = (totals[: len(names)] / totals[len(names):]).tolist()
+        reduced = all_reduce_sum(torch.cat([sums, counts]))
+        sums, counts = reduced[: len(names)].tolist(), reduced[len(names):].tolist()
+        out = {n: s if n in self._totals else s / c for n, s, c in zip(names, sums, counts)}
         self._sums.clear()
         self._counts.clear()
-        return dict(zip(names, means))
+        return out
 
 
 # --------------------------------------------------------------------------- pictures

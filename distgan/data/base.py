@@ -35,6 +35,9 @@ class DataSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def metrics(self) -> dict[str, float]:
+        """Counters since the last call, logged by name (e.g. data/skipped); may be empty."""
+
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed that depends on every part (seed, stream, step, ...), never on time or pid."""

@@ -91,6 +91,9 @@ class MixtureSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.draws = int(state["draws"])
 
+    def metrics(self) -> dict[str, float]:
+        return {}
+
 
 # ----------------------------------------------------------------- finite tensors (digits)
 
@@ -154,6 +157,9 @@ class TensorSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.draws = int(state["draws"])
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
 
 # ----------------------------------------------------------------- registry

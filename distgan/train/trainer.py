@@ -369,6 +369,8 @@ class Trainer:
                 self.log.advance()
                 step = self.step
                 if step % cfg.log.every == 0 or step == cfg.train.steps:
+                    for name, value in self.data.metrics().items():
+                        self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
                     d_images = sum(p.repeats for p in self.phases if p.player == DISCRIMINATOR)
