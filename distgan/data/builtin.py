@@ -25,6 +25,25 @@ from distgan.data.base import Batch, DataInfo, derive_seed
 _STREAM_DATA = 0x5EED_DA7A  # separates data draws from other seeded streams
 
 
+class _GlobalStream:
+    """Position bookkeeping shared by the built-in sources: `draws` global batches
+    of `global_batch` samples have been taken from an endless, seeded stream."""
+
+    draws: int
+    global_batch: int
+
+    def state_dict(self) -> dict[str, Any]:
+        # In samples of the global stream, so a resume with another world size
+        # or batch size continues at the same place (rounded down to a batch).
+        return {"position": self.draws * self.global_batch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.draws = int(state["position"]) // self.global_batch
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
 # ----------------------------------------------------------------- synthetic 2-D mixtures
 
 
@@ -47,7 +66,7 @@ def mixture(name: str) -> tuple[Tensor, float]:
     return make_modes(), std
 
 
-class MixtureSource:
+class MixtureSource(_GlobalStream):
     """An endless, exactly reproducible stream from a Gaussian mixture.
 
     Sample p of the stream comes from block p // BLOCK, generated from (seed,
@@ -85,15 +104,6 @@ class MixtureSource:
         return Batch(x=points[lo : lo + self.local_batch].to(self.device),
                      y=which[lo : lo + self.local_batch].to(self.device))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"draws": self.draws}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.draws = int(state["draws"])
-
-    def metrics(self) -> dict[str, float]:
-        return {}
-
 
 # ----------------------------------------------------------------- finite tensors (digits)
 
@@ -111,7 +121,7 @@ def load_digits(resolution: int) -> tuple[Tensor, Tensor]:
     return images.contiguous(), torch.from_numpy(bunch.target).long()
 
 
-class TensorSource:
+class TensorSource(_GlobalStream):
     """Epochs over an in-memory tensor, shuffled per epoch from (seed, epoch).
 
     The stream is the concatenation of the epoch permutations; global batch k is
@@ -151,15 +161,6 @@ class TensorSource:
             idx[mask] = self._perm(epoch)[within[mask]]
         y = self.y[idx].to(self.device) if self.y is not None else None
         return Batch(x=self.x[idx].to(self.device), y=y)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"draws": self.draws}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.draws = int(state["draws"])
-
-    def metrics(self) -> dict[str, float]:
-        return {}
 
 
 # ----------------------------------------------------------------- registry

@@ -11,7 +11,9 @@ checkpoint on schedule.
 from __future__ import annotations
 
 import inspect
+import os
 import random
+import shutil
 import signal
 import time
 from contextlib import ExitStack, nullcontext
@@ -40,6 +42,9 @@ from distgan.train.ema import EMA
 _STREAM_NOISE = 0x0015E
 _STREAM_INIT = 0x1417
 _STREAM_RANK = 0x4A4B
+# A file whose appearance asks for the same stop as SIGTERM/SIGUSR1 (the Slurm
+# batch script creates it: torchrun does not forward SIGUSR1 to the workers).
+STOP_FILE_ENV = "DISTGAN_STOP_FILE"
 
 
 
@@ -152,7 +157,11 @@ class Trainer:
         self.wandb_id = new_wandb_id()
         self.stats = Stats()
         self._stop_signal: Optional[int] = None
+        self._stop_file = Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None
+        self._check_disk_space()
         self._resume()
+        if self.is_main:  # after _resume, which may refuse to touch this run dir
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
         self.log = RunLog(cfg, self.run_dir, enabled=self.is_main, start_step=self.step, wandb_id=self.wandb_id)
 
     # ------------------------------------------------------------------ setup
@@ -166,8 +175,23 @@ class Trainer:
                 probe.unlink()
             except OSError as exc:
                 raise TrainingError(f"run directory {self.run_dir} is not writable: {exc}") from None
-            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
         self.acc.wait_for_everyone()
+
+    def _check_disk_space(self) -> None:
+        """Fail before training, not at the first checkpoint, when the run dir's disk
+        cannot hold `ckpt.keep` checkpoints plus the one being written. Every rank
+        sees the same shared run dir and model, so every rank decides alike."""
+        tensors = [t for m in self.nets.values() for t in (*m.parameters(), *m.buffers())]
+        net_bytes = sum(t.numel() * t.element_size() for t in tensors)
+        ema_bytes = sum(t.numel() * t.element_size() for e in self.ema.values() for t in e.shadow.state_dict().values())
+        # Nets, two optimizer moments (Adam; an upper bound for the others), EMA.
+        needed = int(1.1 * (3 * net_bytes + ema_bytes) * (self.cfg.ckpt.keep + 1))
+        free = shutil.disk_usage(self.run_dir).free
+        if free < needed:
+            raise TrainingError(
+                f"run directory {self.run_dir} has {free / 2**20:.1f} MiB free but its checkpoints need about "
+                f"{needed / 2**20:.1f} MiB (ckpt.keep={self.cfg.ckpt.keep} plus the one being written); "
+                f"free some space or choose another run.dir")
 
     def _resume(self) -> None:
         mode = self.cfg.train.resume
@@ -234,9 +258,15 @@ class Trainer:
                   f"resuming on {self.world}", flush=True)
 
     def save_checkpoint(self) -> Path:
-        return checkpoint.save(self.ckpt_root, self.step, self.state_dict() if self.is_main else {},
-                               self.rank_state_dict(), rank=self.rank, world_size=self.world,
-                               barrier=self.acc.wait_for_everyone, keep=self.cfg.ckpt.keep)
+        try:
+            return checkpoint.save(self.ckpt_root, self.step, self.state_dict() if self.is_main else {},
+                                   self.rank_state_dict(), rank=self.rank, world_size=self.world,
+                                   barrier=self.acc.wait_for_everyone, keep=self.cfg.ckpt.keep)
+        except OSError as exc:  # disk full, quota, file size limit, unmounted...
+            raise TrainingError(
+                f"cannot write the step {self.step} checkpoint under {self.ckpt_root}: {exc}. The previous "
+                f"checkpoint is intact ({checkpoint.find_latest(self.ckpt_root) or 'none yet'}); free space "
+                f"and rerun to resume from it") from None
 
     # ------------------------------------------------------------------ one phase
 
@@ -343,9 +373,25 @@ class Trainer:
             ema.update(self.nets[name], self.step)
 
     def _stop_requested(self) -> bool:
-        """All ranks agree, so they all checkpoint and leave at the same step."""
-        flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        """All ranks agree, so they all checkpoint and leave at the same step. Only
+        rank 0 looks for the stop file (one stat per step, not one per rank)."""
+        asked = self._stop_signal is not None or (self.is_main and self._stop_file is not None
+                                                  and self._stop_file.exists())
+        flag = torch.tensor(float(asked), device=self.device)
         return bool(self._all_reduce_max(flag).item())
+
+    def _peer_failure(self, exc: BaseException) -> Optional[TrainingError]:
+        """A collective that failed because another rank died or hung, as a clear error."""
+        text = str(exc)
+        if self.world == 1 or not (isinstance(exc, dist.DistError) or any(
+                s in text for s in ("gloo/transport", "NCCL", "Connection reset by peer",
+                                    "Connection closed by peer", "Timed out waiting"))):
+            return None
+        return TrainingError(
+            f"rank {self.rank} lost another process at step {self.step} (it died, was killed, or did not answer "
+            f"within train.collective_timeout_s={self.cfg.train.collective_timeout_s}s): "
+            f"{text.splitlines()[0] if text else type(exc).__name__}. Rerun the same command to resume from "
+            f"the last complete checkpoint ({checkpoint.find_latest(self.ckpt_root) or 'none yet'})")
 
     def sample_grid(self) -> np.ndarray:
         nets = {n: (self.ema[n].shadow if n in self.ema else self.nets[n]) for n in self.game.ema_nets}
@@ -381,16 +427,25 @@ class Trainer:
                     t0, step0 = time.perf_counter(), step
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
                     self.log.image(step, "samples", self.sample_grid())
-                stop = self._stop_requested() if self.world > 1 or self._stop_signal else False
+                stop = (self._stop_requested() if self.world > 1 or self._stop_signal or self._stop_file
+                        else False)
                 # Periodic checkpoints wait out a run of skipped steps, so the
                 # newest checkpoint is the last good state if the run then aborts.
                 periodic = cfg.ckpt.every and step % cfg.ckpt.every == 0 and self.bad_steps == 0
                 if step == cfg.train.steps or stop or periodic:
                     path = self.save_checkpoint()
                     if stop:
-                        self.log.message(f"stop requested by signal: checkpoint {path} written at step {step}")
+                        self.log.message(f"stop requested (signal or stop file): checkpoint {path} written "
+                                         f"at step {step}")
                         break
             return self.step
+        except TrainingError:
+            raise
+        except RuntimeError as exc:
+            peer = self._peer_failure(exc)
+            if peer is None:
+                raise
+            raise peer from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -72,6 +72,8 @@ def test_resume_from_explicit_path_and_never(tmp_path):
     assert "at step 2" in proc.stdout and latest_state(tmp_path / "b")["step"] == 5
     proc = run_cli("train", *common, "train.steps=5", f"run.dir={tmp_path / 'a'}", "train.resume=never", check=False)
     assert proc.returncode != 0 and "train.resume=never" in proc.stderr
+    # Nothing of the refused run touched the existing one.
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["train"]["steps"] == 4
 
 
 @pytest.mark.parametrize("override, named", [
