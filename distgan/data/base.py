@@ -13,6 +13,9 @@ from torch import Tensor
 class Batch:
     x: Tensor  # (B, 2) points or (B, C, H, W) images in [-1, 1]
     y: Optional[Tensor] = None  # (B,) integer class labels, when the data set has them
+    # (B, C, H, W) in [-1, 1]: the second image of paired data (pix2pix: the target
+    # of x) or domain B of unpaired data (CycleGAN: x is domain A); None otherwise.
+    x_b: Optional[Tensor] = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""The manifest of a packed data set, and resolving `data.shards` to shard files.
+
+`distgan data pack` writes `manifest.json` next to the shards. The stream never
+opens a tar to learn what it holds: sample counts per shard (for the epoch plan
+and for skipping whole shards on resume), sample shape, classes and fields all
+come from here, checked before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distgan.errors import DistganError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class DataError(DistganError, RuntimeError):
+    """Data that cannot be used: missing shards, a bad manifest, too many bad samples."""
+
+
+@dataclass
+class ShardEntry:
+    name: str  # file name, relative to the manifest's directory
+    count: int  # samples
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    # images: one image (+ label when `classes`); paired: a.<fmt> + b.<fmt> aligned
+    # (pix2pix); unpaired: a.<fmt> + b.<fmt> drawn independently (CycleGAN).
+    kind: str
+    format: str  # png | jpg | npy
+    channels: int  # of every image field
+    resolution: int  # side length of every image; 0 = sizes differ (the stream resizes)
+    fields: list[str]  # tar member extensions of every sample, e.g. ["cls", "png"]
+    classes: list[str] = field(default_factory=list)  # label i is classes[i]; empty = unlabelled
+    shards: list[ShardEntry] = field(default_factory=list)
+    total: int = 0
+    source: str = ""
+    domain_counts: list[int] = field(default_factory=list)  # unpaired: distinct images in A and B
+    version: int = FORMAT_VERSION
+
+    @property
+    def image_fields(self) -> list[str]:
+        return [f for f in self.fields if f != "cls"]
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "Manifest":
+        path = Path(directory) / MANIFEST
+        if not path.is_file():
+            raise DataError(f"no {MANIFEST} in {directory}: pack the data with `distgan data pack` "
+                            f"(the stream needs the per-shard sample counts it holds)")
+        try:
+            raw = json.loads(path.read_text())
+            raw["shards"] = [ShardEntry(**s) for s in raw["shards"]]
+            man = cls(**raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: not a distgan manifest ({exc})") from None
+        if man.version > FORMAT_VERSION:
+            raise DataError(f"{path}: manifest version {man.version} is newer than this distgan")
+        return man
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    count: int
+
+
+@dataclass
+class ShardSet:
+    """The shards named by `data.shards`, with the manifest that describes them."""
+
+    shards: list[Shard]
+    manifest: Manifest  # the first directory's; all directories must agree on kind/fields/shape
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.shards)
+
+
+def expand_pattern(spec: str) -> list[str]:
+    """`dir/train-{000000..000127}.tar` (also several specs joined by `::`) -> paths."""
+    import braceexpand  # a webdataset dependency
+
+    paths: list[str] = []
+    for part in spec.split("::"):
+        part = part.strip()
+        if part:
+            paths.extend(braceexpand.braceexpand(part))
+    return paths
+
+
+def resolve_shards(spec: str) -> ShardSet:
+    """Every shard named by `spec`, checked against its manifest: errors name what is missing."""
+    if not spec.strip():
+        raise DataError("data.shards is empty: give a path or brace pattern of .tar shards")
+    paths = expand_pattern(spec)
+    if len(paths) == 1 and Path(paths[0]).is_dir():  # a packed directory: all its shards
+        directory = Path(paths[0])
+        man = Manifest.load(directory)
+        paths = [str(directory / s.name) for s in man.shards]
+    if not paths:
+        raise DataError(f"data.shards={spec!r} names no files")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"data.shards={spec!r}: {len(missing)} of {len(paths)} shard files missing: {shown}")
+    manifests: dict[Path, Manifest] = {}
+    shards = []
+    for p in paths:
+        directory = Path(p).parent
+        if directory not in manifests:
+            manifests[directory] = Manifest.load(directory)
+        counts = {s.name: s.count for s in manifests[directory].shards}
+        name = Path(p).name
+        if name not in counts:
+            raise DataError(f"{p} is not listed in {directory / MANIFEST}")
+        shards.append(Shard(p, counts[name]))
+    first, *others = manifests.values()
+    for directory, man in zip(list(manifests)[1:], others):
+        for attr in ("kind", "fields", "channels", "classes"):
+            if getattr(man, attr) != getattr(first, attr):
+                raise DataError(f"data.shards mixes data sets: {directory / MANIFEST} has {attr}="
+                                f"{getattr(man, attr)!r}, the first directory has {getattr(first, attr)!r}")
+    return ShardSet(shards, first)
+
+
+def manifest_summary(man: Manifest) -> dict[str, Any]:
+    sizes = [s.count for s in man.shards]
+    return {
+        "kind": man.kind, "format": man.format, "fields": man.fields, "channels": man.channels,
+        "resolution": man.resolution or "mixed", "samples": man.total, "shards": len(man.shards),
+        "samples/shard": f"{min(sizes)}..{max(sizes)}" if sizes else "-",
+        "bytes": sum(s.bytes for s in man.shards),
+        "classes": f"{len(man.classes)} ({', '.join(man.classes[:8])}{', ...' if len(man.classes) > 8 else ''})"
+        if man.classes else "none",
+        "source": man.source,
+    }

@@ -1,0 +1,184 @@
+"""The shard stream on real tars and real DataLoader workers: splits, epochs, resume, bad data."""
+
+import json
+
+import pytest
+import torch
+
+from distgan.data.manifest import DataError
+from distgan.data.stream import epoch_plan, slot_capacity
+from distgan.data.tario import iter_samples
+from tests.data.util import cli, ids_of, pack_ids, source
+
+
+def _epoch(src):
+    """Ids of one epoch of `src` (its batches per epoch), checking the epoch rolls over."""
+    epoch = src.state_dict()["epoch"]
+    ids = [i for _ in range(src.per_epoch) for i in ids_of(src.next_batch().x)]
+    assert src.state_dict()["epoch"] == epoch + 1 and src.state_dict()["batch"] == 0
+    return ids
+
+
+def test_epoch_plan_is_a_partition_with_constant_slot_totals():
+    counts = [10, 10, 10, 7, 23, 5, 10, 10]
+    totals = None
+    for epoch in range(5):
+        plan = epoch_plan(counts, epoch, seed=3, slots=3)
+        assert sorted(s for slot in plan for s in slot) == list(range(len(counts)))
+        epoch_totals = sorted(sum(counts[s] for s in slot) for slot in plan)
+        assert totals in (None, epoch_totals)
+        totals = epoch_totals
+    assert min(totals) == slot_capacity(counts, 3)
+    assert epoch_plan(counts, 0, 3, 3) != epoch_plan(counts, 1, 3, 3)
+
+
+def test_two_ranks_two_workers_no_duplicates_equal_counts(tmp_path):
+    shards = str(pack_ids(tmp_path, "ids", 200, shard_size=20))
+    ranks = [source(shards, batch=8, rank=r, world=2, workers=2) for r in range(2)]
+    assert [r.per_epoch for r in ranks] == [10, 10]  # 4 slots x 40 samples -> 5 batches per worker
+    epochs = []
+    for _ in range(2):
+        per_rank = [_epoch(r) for r in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) == 80
+        seen = per_rank[0] + per_rank[1]
+        assert len(set(seen)) == len(seen) == 160 and set(seen) <= set(range(200))
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # reshuffled
+    labels = ranks[0].next_batch()
+    assert torch.equal(labels.y, torch.tensor(ids_of(labels.x)) % 5)
+
+
+def test_uneven_shards_and_more_ranks_than_some_shard_sets(tmp_path):
+    # Shards of 10, 10, 10, 7 | 23 | 5 samples from three packs joined with ::
+    spec = "::".join(str(pack_ids(tmp_path, name, n, size, start)) + f"/{name}-" + "{000000..%06d}.tar" % last
+                     for name, n, size, start, last in [("a", 37, 10, 0, 3), ("b", 23, 23, 100, 0),
+                                                         ("c", 5, 5, 200, 0)])
+    for world, workers, batch, per_epoch in [(3, 1, 4, 5), (2, 2, 4, 4), (2, 1, 7, 4)]:
+        ranks = [source(spec, batch=batch, rank=r, world=world, workers=workers) for r in range(world)]
+        assert [r.per_epoch for r in ranks] == [per_epoch] * world
+        for _ in range(2):
+            seen = [i for r in ranks for i in _epoch(r)]
+            assert len(seen) == len(set(seen)) == world * per_epoch * batch
+    with pytest.raises(DataError, match=r"6 shards, fewer than 4 processes x 2 workers = 8"):
+        source(spec, batch=2, world=4, workers=2)
+    with pytest.raises(DataError, match="less than one batch"):
+        source(spec, batch=31, world=2)
+
+
+def test_missing_shard_and_manifest_are_named(tmp_path):
+    out = pack_ids(tmp_path, "ids", 40, shard_size=10)
+    with pytest.raises(DataError, match=r"1 of 5 shard files missing: .*ids-000004.tar"):
+        source(str(out) + "/ids-{000000..000004}.tar", batch=2)
+    (out / "ids-000001.tar").unlink()
+    with pytest.raises(DataError, match="ids-000001.tar"):
+        source(str(out), batch=2)
+    (out / "manifest.json").unlink()
+    with pytest.raises(DataError, match="no manifest.json"):
+        source(str(out) + "/ids-000000.tar", batch=2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_exactly(tmp_path, workers):
+    """Stop anywhere (mid-epoch at an odd batch, at an epoch's end), restore, and the
+    batches that follow are bitwise the uninterrupted ones, augmentation included."""
+    assert cli("data", "pack", "digits", tmp_path / "d", "--resolution", 10, "--shard-size", 150, "--quiet") == 0
+    kw = dict(batch=16, workers=workers, resolution=8, hflip="true", crop="random", crop_scale=1.25,
+              shuffle_buffer=50)
+    ref = source(str(tmp_path / "d"), **kw)
+    per_epoch = ref.per_epoch
+    stream = [ref.next_batch() for _ in range(2 * per_epoch + 3)]
+    for stop in (3, per_epoch, per_epoch + 1):
+        first = source(str(tmp_path / "d"), **kw)
+        for _ in range(stop):
+            first.next_batch()
+        state = json.loads(json.dumps(first.state_dict()))  # plain data
+        resumed = source(str(tmp_path / "d"), **kw)
+        resumed.load_state_dict(state)
+        for k in range(stop, stop + 4):
+            b = resumed.next_batch()
+            assert torch.equal(b.x, stream[k].x) and torch.equal(b.y, stream[k].y), (stop, k)
+    assert not torch.equal(stream[0].x, stream[per_epoch].x)
+
+
+def _rewrite(shard, change):
+    """Rewrite a tar shard with `change(key, fields) -> fields | None` (None drops nothing, keeps)."""
+    import webdataset as wds
+
+    with open(shard, "rb") as f:
+        samples = list(iter_samples(f))
+    with wds.TarWriter(str(shard)) as w:
+        for key, fields in samples:
+            w.write({"__key__": key, **change(key, fields)})
+    return [k for k, _ in samples]
+
+
+def test_bad_samples_are_skipped_named_and_counted(tmp_path, capsys):
+    out = pack_ids(tmp_path, "ids", 100, shard_size=20)
+    keys = []
+
+    def spoil(key, fields):
+        if not keys:
+            keys.append(key)
+            return {**fields, "png": b"not a png"}
+        if len(keys) == 1:
+            keys.append(key)
+            return {"png": fields["png"]}  # no cls
+        return fields
+
+    _rewrite(out / "ids-000000.tar", spoil)
+    shard = out / "ids-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])  # truncated mid-member
+    src = source(str(out), batch=5, max_skipped_fraction=0.5)
+    ids = _epoch(src)
+    # One worker holds all 100 samples: the skipped ones leave it short, so it starts
+    # over at its first shard to keep the batch count (and repeats that many samples).
+    read_before_break = 5000 // 2048  # two 1 KiB members per sample
+    skipped = 2 + 20 - read_before_break
+    assert len(ids) == src.per_epoch * 5 == 100 and len(set(ids)) == 100 - skipped
+    err = capsys.readouterr().err
+    assert "starting over at its first shard" in err
+    assert f"ids-000000.tar key {keys[0]}: skipped (ValueError: cannot decode png: " in err
+    assert f"ids-000000.tar key {keys[1]}: skipped (KeyError: \"missing field 'cls'\")" in err
+    assert "ids-000001.tar: unreadable tar" in err
+    assert src.metrics() == {"data/skipped": skipped + 2}  # + the 2 bad samples met again after the wrap
+    assert src.metrics() == {"data/skipped": 0}
+
+
+def test_too_many_bad_samples_stop_with_a_clear_error(tmp_path):
+    out = pack_ids(tmp_path, "ids", 400, shard_size=40)
+    for k in range(3):
+        shard = out / f"ids-{k:06d}.tar"
+        shard.write_bytes(shard.read_bytes()[:3000])
+    src = source(str(out), batch=20, workers=2)
+    with pytest.raises(DataError, match=r"unusable \(more than data.max_skipped_fraction=0.01\)"):
+        for _ in range(src.per_epoch):
+            src.next_batch()
+
+
+def test_cuda_loader_follows_the_epochs(tmp_path):
+    """The CUDA set-up (persistent workers, which keep their dataset copy; tensors
+    through shared memory) on CPU: the same batches as fresh workers per epoch."""
+    from distgan.config import load_config
+    from distgan.data.stream import ShardSource
+
+    shards = str(pack_ids(tmp_path, "ids", 96, shard_size=12))
+    fresh = source(shards, batch=8, workers=2)
+    data_cfg = load_config(None, ["data.name=shards", f"data.shards={shards}", "data.num_workers=2",
+                                  "data.resolution=4"]).data
+    kept = ShardSource(data_cfg, global_batch=8, rank=0, world_size=1, seed=0, cuda_loader=True)
+    assert kept.persistent and not fresh.persistent and fresh.per_epoch == kept.per_epoch == 12
+    for _ in range(2 * kept.per_epoch + 1):
+        assert torch.equal(fresh.next_batch().x, kept.next_batch().x)
+
+
+def test_config_checks_of_the_stream_options():
+    from distgan.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.hflip applies to data.name=shards only"):
+        load_config(None, ["data.hflip=true"])
+    with pytest.raises(ConfigError, match="data.crop_scale must be >= 1"):
+        load_config(None, ["data.name=shards", "data.shards=x", "data.crop_scale=0.5"])
+    with pytest.raises(ConfigError, match="data.max_skipped_fraction must be in"):
+        load_config(None, ["data.name=shards", "data.shards=x", "data.max_skipped_fraction=2"])
+    with pytest.raises(ConfigError, match="data.name=shards needs data.shards"):
+        load_config(None, ["data.name=shards"])
