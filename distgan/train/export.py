@@ -1,4 +1,5 @@
-"""Rebuild a trained generator from a run directory or checkpoint, on the CPU."""
+"""Rebuild a trained generator from a run directory, checkpoint or safetensors export, on the CPU;
+export one as safetensors."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def resolve_checkpoint(source: Path) -> Path:
 
 
 def load_generator(source: Path, use_ema: bool = True):
-    """(game, {name: net in eval mode}, config) for the game's sampling nets."""
+    """(game, {name: net in eval mode}, config) for the game's sampling nets; `source`
+    may also be a `.safetensors` file written by `export_safetensors`."""
+    if source.suffix == ".safetensors":
+        return load_safetensors(source)
     path = resolve_checkpoint(source)
     shared, _ = checkpoint.load(path, rank=0)
     cfg = from_dict(shared["config"])
@@ -38,5 +42,58 @@ def load_generator(source: Path, use_ema: bool = True):
         net = game.nets[name]
         has_ema = use_ema and name in shared["ema"]
         net.load_state_dict(shared["ema"][name] if has_ema else shared["nets"][name])
+        nets[name] = net.eval().requires_grad_(False)
+    return game, nets, cfg
+
+
+# --------------------------------------------------------------------------- safetensors
+
+EXPORT_FORMAT = "distgan-generator/1"
+
+
+def export_safetensors(source: Path, out: Path, use_ema: bool = True) -> Path:
+    """The sampling nets (EMA weights by default) of a run as one safetensors file:
+    tensors named `<net>.<param>`, the resolved config as JSON in the metadata.
+    No optimizer, discriminator, RNG or pickled object goes in."""
+    import json
+
+    from safetensors.torch import save_file
+
+    _game, nets, cfg = load_generator(source, use_ema=use_ema)
+    tensors = {f"{name}.{key}": t.detach().contiguous().clone()
+               for name, net in nets.items() for key, t in net.state_dict().items()}
+    metadata = {"format": EXPORT_FORMAT, "nets": json.dumps(sorted(nets)), "ema": json.dumps(use_ema),
+                "config": json.dumps(cfg.to_dict())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(out)
+    return out
+
+
+def load_safetensors(path: Path):
+    """(game, {name: net in eval mode}, config) from a file written by `export_safetensors`."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != EXPORT_FORMAT:
+        raise checkpoint.CheckpointError(f"{path} is not a distgan generator export (format "
+                                         f"{meta.get('format')!r}, expected {EXPORT_FORMAT!r})")
+    cfg = from_dict(json.loads(meta["config"]))
+    game = build_game(cfg, data_info(cfg))
+    if cfg.model.sync_bn:
+        from distgan.nn.sync_bn import convert_to_cross_replica_bn
+
+        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
+    tensors = load_file(str(path))
+    nets: dict[str, nn.Module] = {}
+    for name in json.loads(meta["nets"]):
+        prefix = f"{name}."
+        net = game.nets[name]
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         nets[name] = net.eval().requires_grad_(False)
     return game, nets, cfg

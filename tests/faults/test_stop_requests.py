@@ -1,0 +1,60 @@
+"""Stop requests without Slurm: SIGTERM to a worker, SIGTERM to the `accelerate
+launch` launcher (torchrun forwards it), and the stop file the sbatch scripts use
+for SIGUSR1. Each ends with a complete checkpoint at the step every rank stopped
+at, and the next run resumes there."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from distgan.train import checkpoint
+from tests.helpers import ROOT, TINY_DCGAN, _free_port, cli_env, latest_state, run_cli
+
+TRAIN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "log.progress=false", "log.every=5", "ckpt.every=0"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["sigterm-worker", "sigterm-launcher", "stop-file"])
+def test_stop_request_checkpoints_and_the_rerun_resumes(tmp_path, how):
+    run, stop_file = tmp_path / "run", tmp_path / "STOP"
+    env = dict(cli_env(), DISTGAN_STOP_FILE=str(stop_file))
+    train = ["-m", "distgan", "train", *TRAIN, "train.steps=100000", f"run.dir={run}"]
+    procs = 1 if how == "sigterm-worker" else 2
+    launch = [] if procs == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu.yaml"),
+                                    "--num_processes", "2", "--main_process_port", str(_free_port())]
+    proc = subprocess.Popen([sys.executable, *launch, *train], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        if how == "stop-file":
+            stop_file.touch()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # One process exits EXIT_STOPPED (75); the launcher reports a worker's non-zero code as 1.
+    assert proc.returncode == (75 if procs == 1 else 1), out
+    stopped = re.search(r"stopped: step (\d+)/100000", out)
+    assert stopped, out
+    step = int(stopped.group(1))
+    last = checkpoint.find_latest(run / "checkpoints")
+    assert last.name == checkpoint.step_dir_name(step)
+    assert json.loads((last / "meta.json").read_text())["world_size"] == procs
+    assert latest_state(run)["step"] == step
+
+    again = run_cli("train", *TRAIN, f"train.steps={step + 3}", f"run.dir={run}", procs=procs)
+    assert f"resumed from {last} at step {step}" in again.stdout
+    assert latest_state(run)["step"] == step + 3

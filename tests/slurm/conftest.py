@@ -1,0 +1,201 @@
+"""A real one-node Slurm for the tests: munged, slurmctld and slurmd from Debian's
+packages, configured in a temporary directory and torn down afterwards.
+
+Installs the packages with apt-get when they are missing (this needs root and a
+reachable Debian mirror); skips with the reason only when that is impossible.
+The daemons listen on free ports and keep all state in the temp dir, so a Slurm
+the machine may already run is left alone; clients find this one through
+SLURM_CONF, which sbatch passes on to the jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+BINARIES = ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "munged"]
+
+
+def _missing() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+
+
+def _install() -> str | None:
+    """None when Slurm is there (installed now or before), else why it cannot be."""
+    if not _missing():
+        return None
+    if os.geteuid() != 0:
+        return f"Slurm is not installed ({', '.join(_missing())} missing) and installing it needs root"
+    if shutil.which("apt-get") is None:
+        return "Slurm is not installed and this machine has no apt-get"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            return f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}"
+    return f"Slurm still incomplete after apt-get install: {_missing()}" if _missing() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _conf(base: Path, host: str) -> str:
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"""\
+ClusterName=distgan-test
+SlurmctldHost={host}
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+MinJobAge=3600
+KillWait=30
+SchedulerType=sched/builtin
+StateSaveLocation={base}/state
+SlurmdSpoolDir={base}/spool
+SlurmctldPidFile={base}/slurmctld.pid
+SlurmdPidFile={base}/slurmd.pid
+SlurmctldLogFile={base}/slurmctld.log
+SlurmdLogFile={base}/slurmd.log
+NodeName={host} CPUs={os.cpu_count()} RealMemory={int(mem_mb * 0.8)} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _munge_ok(env) -> bool:
+    if shutil.which("munge") is None:
+        return False
+    enc = subprocess.run(["munge", "-n"], check=False, capture_output=True, env=env)
+    return enc.returncode == 0 and subprocess.run(["unmunge"], check=False, input=enc.stdout,
+                                                    capture_output=True, env=env).returncode == 0
+
+
+def _start_munged(env) -> subprocess.Popen | None:
+    """Our own munged unless one already answers; None if we did not start one."""
+    if _munge_ok(env):
+        return None
+    run = Path("/run/munge")
+    run.mkdir(parents=True, exist_ok=True)
+    for path in (run, Path("/var/lib/munge"), Path("/var/log/munge"), Path("/etc/munge")):
+        if path.exists():
+            shutil.chown(path, "munge", "munge")
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        subprocess.run(["mungekey", "--create"], check=True)
+        shutil.chown(key, "munge", "munge")
+    proc = subprocess.Popen(["/usr/sbin/munged", "--foreground"], user="munge", group="munge",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait(lambda: _munge_ok(env), 20, "munged to answer", proc)
+    return proc
+
+
+def _wait(ready, timeout: float, what: str, *procs: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{what}: {p.args[0]} exited with {p.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class SlurmCluster:
+    """The running test cluster: `env` for client commands, `base` for its logs."""
+
+    def __init__(self, base: Path, conf: Path, host: str):
+        self.base, self.conf, self.host = base, conf, host
+        self.env = dict(os.environ, SLURM_CONF=str(conf))
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(cmd), check=False, env=self.env, capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def node_state(self) -> str:
+        return self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in (self.base / "slurmctld.log", self.base / "slurmd.log") if p.exists())
+
+
+def _cancel_jobs(cluster: SlurmCluster) -> None:
+    """Jobs' processes (slurmstepd and below) outlive slurmd: end them through Slurm first."""
+    try:
+        jobs = cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+        if not jobs:
+            return
+        cluster.run("scancel", *jobs, check=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split():
+            time.sleep(1)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    reason = _install()
+    if reason:
+        pytest.skip(f"no Slurm: {reason}")
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm runs its daemons as root (SlurmUser=root); not root here")
+    base = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool"):
+        (base / sub).mkdir()
+    host = socket.gethostname().split(".")[0]
+    conf = base / "slurm.conf"
+    conf.write_text(_conf(base, host))
+    cluster = SlurmCluster(base, conf, host)
+    started: list[subprocess.Popen] = []
+    munged = None
+    try:
+        munged = _start_munged(cluster.env)
+        for daemon in ("slurmctld", "slurmd"):
+            started.append(subprocess.Popen([f"/usr/sbin/{daemon}", "-D", "-f", str(conf)], env=cluster.env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if daemon == "slurmctld":
+                _wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0, 60,
+                      "slurmctld to answer", *started)
+        _wait(lambda: cluster.node_state() == "idle", 90, f"node {host} to be idle", *started)
+        yield cluster
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{cluster.logs()}") from None
+    finally:
+        _cancel_jobs(cluster)
+        for proc in reversed(started):
+            _stop(proc)
+        _stop(munged)
