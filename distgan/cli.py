@@ -1,4 +1,4 @@
-"""Command line: `distgan train | sample`.
+"""Command line: `distgan train | sample | export | report | data | bench`.
 
 The entry point stays small: parse, build, run, close. Errors a user can fix
 (config, data, checkpoints) are printed as one line naming the problem, with a
@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+# `distgan train` stopped early by SIGTERM, SIGUSR1 or the stop file after writing a
+# checkpoint: run it again to resume (sysexits' EX_TEMPFAIL, "try again later").
+# Under `accelerate launch` the launcher turns any worker's non-zero code into 1.
+EXIT_STOPPED = 75
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from distgan.config import dump_yaml, load_config
@@ -26,10 +31,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     trainer = Trainer(cfg)
     step = trainer.fit()
+    stopped = step < cfg.train.steps
     if trainer.is_main:
-        print(f"done: step {step}/{cfg.train.steps}, run dir {cfg.run_dir}", flush=True)
+        print(f"{'stopped' if stopped else 'done'}: step {step}/{cfg.train.steps}, run dir {cfg.run_dir}",
+              flush=True)
     trainer.acc.end_training()
-    return 0
+    return EXIT_STOPPED if stopped else 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -60,6 +67,82 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from distgan.train.export import export_safetensors
+
+    out = export_safetensors(Path(args.source), Path(args.out), use_ema=not args.no_ema)
+    print(f"wrote the generator to {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from distgan.report import write_report
+
+    html = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"wrote {html}")
+    return 0
+
+
+def _cmd_data_pack(args: argparse.Namespace) -> int:
+    from distgan.data.manifest import manifest_summary
+    from distgan.data.shards import pack
+
+    man = pack(args.source, args.out_dir, shard_size=args.shard_size, shard_bytes=args.shard_bytes,
+               resolution=args.resolution, fmt=args.format, layout=args.layout, prefix=args.prefix,
+               seed=args.seed, progress=not args.quiet)
+    summary = manifest_summary(man)
+    print(f"packed {summary['samples']} samples into {summary['shards']} shards in {args.out_dir} "
+          f"({summary['kind']}, {summary['format']}, {summary['channels']}x{summary['resolution']}px, "
+          f"classes: {summary['classes']})")
+    return 0
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from distgan.data.manifest import DataError, Manifest, manifest_summary
+    from distgan.data.shards import first_samples, verify
+    from distgan.log import save_png
+
+    man = Manifest.load(Path(args.out_dir))
+    for key, value in manifest_summary(man).items():
+        print(f"{key:>14}: {value}")
+    problems = verify(args.out_dir, progress=not args.quiet)
+    grid_path = Path(args.grid or Path(args.out_dir) / "inspect.png")
+    save_png(first_samples(args.out_dir, args.num), grid_path)
+    print(f"{'grid':>14}: {grid_path}")
+    if problems:
+        for p in problems:
+            print(f"problem: {p}")
+        raise DataError(f"{len(problems)} of {len(man.shards)} shards failed the check (listed above)")
+    print(f"{'check':>14}: all {len(man.shards)} shards match their sha256 and sample counts")
+    return 0
+
+
+def _add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="pack data sets into WebDataset shards and check them")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    pack = data_sub.add_parser("pack", help="write shards + manifest.json from a folder, .npz or built-in set")
+    pack.add_argument("source", help="image folder (class sub-folders, or A/ and B/), .npz file, or digits")
+    pack.add_argument("out_dir", help="output folder (new or empty of shards)")
+    size = pack.add_mutually_exclusive_group()
+    size.add_argument("--shard-size", type=int, default=10_000, help="samples per shard (default 10000)")
+    size.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard instead of a count")
+    pack.add_argument("--resolution", type=int, default=None,
+                      help="resize (shorter side) and center-crop to this size; default: keep")
+    pack.add_argument("--format", choices=["png", "jpg", "npy"], default="png", help="image encoding")
+    pack.add_argument("--layout", choices=["auto", "classes", "images", "paired", "unpaired"], default="auto",
+                      help="how to read a folder (auto: A/+B/ with equal names = paired, sub-folders = classes)")
+    pack.add_argument("--prefix", default="train", help="shard file prefix: PREFIX-000000.tar")
+    pack.add_argument("--seed", type=int, default=0, help="seed of the sample shuffle before writing")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    pack.set_defaults(func=_cmd_data_pack)
+    inspect = data_sub.add_parser("inspect", help="summary, checksum and count check, grid of first samples")
+    inspect.add_argument("out_dir", help="folder with manifest.json and shards")
+    inspect.add_argument("--num", type=int, default=64, help="samples in the grid")
+    inspect.add_argument("--grid", default="", help="grid path (default OUT_DIR/inspect.png)")
+    inspect.add_argument("--quiet", action="store_true", help="no progress bar")
+    inspect.set_defaults(func=_cmd_data_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distgan", description="Train and use GANs at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     sample = sub.add_parser("sample", help="generate samples from a run or checkpoint")
-    sample.add_argument("source", help="run directory or checkpoint directory")
+    sample.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
     sample.add_argument("--num", type=int, default=64, help="number of samples")
     sample.add_argument("--out", required=True, help=".npy for the raw array, .png for a grid")
     sample.add_argument("--seed", type=int, default=0)
@@ -79,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--bn", choices=["standing", "running", "train"], default="standing",
                         help="BatchNorm policy for the generator (see distgan.sampling)")
     sample.set_defaults(func=_cmd_sample)
+    _add_data_commands(sub)
+
+    export = sub.add_parser("export", help="write the (EMA) generator and its config as safetensors")
+    export.add_argument("source", help="run directory or checkpoint directory")
+    export.add_argument("--out", required=True, help="output file, e.g. G.safetensors")
+    export.add_argument("--no-ema", action="store_true", help="export the trained G, not its EMA")
+    export.set_defaults(func=_cmd_export)
+
+    report = sub.add_parser("report", help="loss/metric curves and the latest samples as PNG + HTML")
+    report.add_argument("run_dir", help="run directory (reads metrics.jsonl and samples/)")
+    report.add_argument("--out", help="output directory (default RUN_DIR/report)")
+    report.set_defaults(func=_cmd_report)
+
+    from distgan.metrics import command as eval_command
+
+    evaluate = sub.add_parser("eval", help="FID/KID/IS/precision-recall/modes of a run, the same on 1 or N processes")
+    eval_command.add_arguments(evaluate)
+    evaluate.set_defaults(func=eval_command.run)
     bench = sub.add_parser("bench", help="benchmarks (results go to docs/benchmarks.md)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     from distgan.bench import BENCHMARKS

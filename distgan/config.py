@@ -38,8 +38,18 @@ class DataConfig:
     # `shards` streams WebDataset tars named by `data.shards`.
     name: Literal["ring", "grid", "digits", "shards"] = "digits"
     resolution: int = 32  # image side length for image data sets
-    shards: str = ""  # brace pattern or path(s) of .tar shards (data.name=shards)
-    num_workers: int = 0  # loader worker processes per rank (streamed data)
+    # Shards packed by `distgan data pack` (manifest.json beside them): a brace pattern
+    # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
+    shards: str = ""
+    num_workers: int = 0  # loader worker processes per rank (streamed data; 0 = in the main process)
+    # The options below apply to data.name=shards (see docs/data.md).
+    shuffle_buffer: int = 1000  # raw samples per worker shuffled within each shard (0 = shard order)
+    hflip: bool = False  # random horizontal flip (both images of a pair together)
+    # Images whose size differs from data.resolution, or crop_scale > 1: shorter side
+    # to resolution * crop_scale, then a center or random crop of resolution.
+    crop: Literal["center", "random"] = "center"
+    crop_scale: float = 1.0  # e.g. 1.12 with crop=random: pix2pix's 286 -> 256 jitter
+    max_skipped_fraction: float = 0.01  # stop when more of the samples read are unusable
 
 
 @dataclass
@@ -96,7 +106,8 @@ class TrainConfig:
     steps: int = 2000  # generator steps
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    # auto = bf16 on GPUs that have it, else no; fp16 uses one loss scaler per player.
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     resume: str = "auto"  # never | auto | PATH to a checkpoint directory
     ema_decay: float = 0.999  # 0 disables the EMA generator
@@ -124,6 +135,44 @@ class LogConfig:
     wandb_group: str = ""
 
 
+# Metrics `eval.metrics` can name, and the result keys each produces (distgan.metrics.evaluate).
+EVAL_METRICS: dict[str, tuple[str, ...]] = {
+    "fid": ("fid",),
+    "kid": ("kid_mean", "kid_std"),
+    "is": ("is_mean", "is_std"),
+    "pr": ("precision", "recall", "density", "coverage"),
+    "modes": ("modes", "high_quality", "reverse_kl"),
+    "class_acc": ("class_acc",),
+    "intra_fid": ("intra_fid",),
+}
+EVAL_LOWER_IS_BETTER = ("fid", "kid_mean", "reverse_kl", "intra_fid")
+EVAL_HIGHER_IS_BETTER = ("is_mean", "precision", "recall", "density", "coverage", "modes", "high_quality",
+                         "class_acc")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the generator (`distgan eval`, and during training with `every`); docs/evaluation.md."""
+
+    every: int = 0  # generator steps between evaluations during training (0 = never)
+    # Any of fid, kid, is, pr (precision/recall/density/coverage), modes (ring/grid),
+    # class_acc and intra_fid (conditional games). Empty = fid,kid,is,pr for images, modes for ring/grid.
+    metrics: list[str] = field(default_factory=list)
+    num: int = 10000  # generated samples, exactly, on any number of processes (PacGAN Table 1 uses 2500)
+    seed: int = 0  # sample i always gets the same z (and label) for a given seed
+    # BatchNorm policy of the generator (distgan.sampling): standing | running | train; recorded with results.
+    bn: Literal["standing", "running", "train"] = "standing"
+    # Feature extractor for fid/kid/is/pr: digits (classifier shipped with distgan, for data.name=digits),
+    # inception (the standard FID InceptionV3, weights from eval.inception_weights), or
+    # `module.path:callable` returning an nn.Module that maps (N, C, H, W) images in [-1, 1] to features.
+    features: str = "digits"
+    inception_weights: str = ""  # local pt_inception-2015-12-05-6726825d.pth (features=inception)
+    # Result key that keeps checkpoints/best during training, e.g. fid (lower is better) or is_mean
+    # (higher is better); empty = no best checkpoint.
+    best: str = ""
+    cache_dir: str = ""  # reference features of built-in data; empty = $DISTGAN_CACHE or ~/.cache/distgan
+
+
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
@@ -134,6 +183,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -199,13 +249,52 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.g.betas and optim.d.betas need exactly two values")
     if cfg.data.name == "shards" and not cfg.data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
+    if cfg.data.shuffle_buffer < 0:
+        raise ConfigError(f"data.shuffle_buffer must be >= 0, got {cfg.data.shuffle_buffer}")
+    if cfg.data.crop_scale < 1.0:
+        raise ConfigError(f"data.crop_scale must be >= 1 (the crop is data.resolution), got {cfg.data.crop_scale}")
+    if not 0.0 <= cfg.data.max_skipped_fraction <= 1.0:
+        raise ConfigError(f"data.max_skipped_fraction must be in [0, 1], got {cfg.data.max_skipped_fraction}")
+    if cfg.data.name != "shards":
+        streamed_only = {"data.hflip": cfg.data.hflip, "data.crop": cfg.data.crop != "center",
+                         "data.crop_scale": cfg.data.crop_scale != 1.0, "data.shards": bool(cfg.data.shards)}
+        for key, is_set in streamed_only.items():
+            if is_set:
+                raise ConfigError(f"{key} applies to data.name=shards only (data.name={cfg.data.name})")
     if cfg.data.name in ("ring", "grid") and (cfg.model.g.arch != "mlp" or cfg.model.d.arch != "mlp"):
         raise ConfigError(
             f"data.name={cfg.data.name} is 2-D points: model.g.arch and model.d.arch must be mlp"
         )
+    _validate_eval(cfg)
     mode = cfg.train.resume
     if mode not in ("never", "auto") and not Path(mode).exists():
         raise ConfigError(f"train.resume={mode!r}: expected never, auto or an existing checkpoint path")
+
+
+def _validate_eval(cfg: Config) -> None:
+    ecfg = cfg.eval
+    if ecfg.every < 0:
+        raise ConfigError(f"eval.every must be >= 0, got {ecfg.every}")
+    if ecfg.num < 2:
+        raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
+    unknown = [m for m in ecfg.metrics if m not in EVAL_METRICS]
+    if unknown:
+        raise ConfigError(f"eval.metrics: unknown metric {unknown[0]!r} (choose from {', '.join(EVAL_METRICS)})")
+    points = cfg.data.name in ("ring", "grid")
+    if points and any(m != "modes" for m in ecfg.metrics):
+        raise ConfigError(f"eval.metrics: data.name={cfg.data.name} is 2-D points; only modes applies")
+    if not points and "modes" in ecfg.metrics:
+        raise ConfigError("eval.metrics=modes applies to data.name=ring or grid only")
+    if ecfg.features not in ("digits", "inception") and ":" not in ecfg.features:
+        raise ConfigError(f"eval.features={ecfg.features!r}: expected digits, inception or module.path:callable")
+    if ecfg.best:
+        chosen = ecfg.metrics or (["modes"] if points else ["fid", "kid", "is", "pr"])
+        keys = [k for m in chosen for k in EVAL_METRICS[m]]
+        if ecfg.best not in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER or ecfg.best not in keys:
+            valid = [k for k in keys if k in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER]
+            raise ConfigError(f"eval.best={ecfg.best!r} is not a result of eval.metrics (choose from {', '.join(valid)})")
+        if not ecfg.every:
+            raise ConfigError("eval.best keeps the best checkpoint during training: it needs eval.every > 0")
 
 
 # --------------------------------------------------------------------------- loading

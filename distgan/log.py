@@ -149,13 +149,16 @@ class RunLog:
         record = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        short = {k.removeprefix("loss/"): v for k, v in values.items() if k.startswith("loss/")}
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in short.items()} |
+        losses = {k.removeprefix("loss/"): v for k, v in values.items() if k.startswith("loss/")}
+        if losses and self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()} |
                                  {"img/s": f"{values.get('perf/img_per_s', 0):.0f}"}, refresh=False)
-        else:
-            text = " ".join(f"{k}={v:.4f}" for k, v in short.items())
+        elif losses:
+            text = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
             print(f"step {step}: {text} img/s={values.get('perf/img_per_s', 0):.0f}", flush=True)
+        else:  # e.g. evaluation results
+            self.message(f"step {step}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in values.items()))
         if self.wandb is not None:
             self.wandb.log(values, step=step)
 

@@ -45,6 +45,7 @@ _STREAM_RANK = 0x4A4B
 # A file whose appearance asks for the same stop as SIGTERM/SIGUSR1 (the Slurm
 # batch script creates it: torchrun does not forward SIGUSR1 to the workers).
 STOP_FILE_ENV = "DISTGAN_STOP_FILE"
+_WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "unexpected pos")
 
 
 
@@ -56,6 +57,13 @@ def make_accelerator(cfg: Config) -> Accelerator:
         mixed_precision="no",  # distgan applies autocast and one scaler per player itself
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))],
     )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 where the GPU supports it (no loss scaling needed), else full precision."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
 
 
 def wrap_ddp(net: nn.Module, device: torch.device, world_size: int) -> nn.Module:
@@ -137,7 +145,8 @@ class Trainer:
             player: _build_optimizer([p for n in names for p in self.nets[n].parameters()], optim_cfg[player])
             for player, names in self.game.players.items()
         }
-        self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
+        self.precision = resolve_precision(tcfg.precision, self.device)
+        self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
                         for player in self.game.players}
         self.wrapped = {n: wrap_ddp(m, self.device, self.world) for n, m in self.nets.items()}
         self.game.bind(self.wrapped)
@@ -162,6 +171,12 @@ class Trainer:
         self._resume()
         if self.is_main:  # after _resume, which may refuse to touch this run dir
             (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
+        # Evaluation during training (eval.every): built here so config errors stop the run before it starts.
+        self.evaluator = None
+        if cfg.eval.every:
+            from distgan.metrics.evaluate import Evaluator
+
+            self.evaluator = Evaluator(cfg, self.game, self.device, self.ckpt_root)
         self.log = RunLog(cfg, self.run_dir, enabled=self.is_main, start_step=self.step, wandb_id=self.wandb_id)
 
     # ------------------------------------------------------------------ setup
@@ -262,11 +277,17 @@ class Trainer:
             return checkpoint.save(self.ckpt_root, self.step, self.state_dict() if self.is_main else {},
                                    self.rank_state_dict(), rank=self.rank, world_size=self.world,
                                    barrier=self.acc.wait_for_everyone, keep=self.cfg.ckpt.keep)
-        except OSError as exc:  # disk full, quota, file size limit, unmounted...
+        except (OSError, RuntimeError) as exc:
+            # Disk full, quota, file size limit: torch.save reports a failed write as a
+            # RuntimeError of its zip writer ("unexpected pos"), not as the OSError.
+            if not isinstance(exc, OSError) and not any(s in str(exc) for s in _WRITE_FAILURES):
+                raise
+            free = shutil.disk_usage(self.run_dir).free / 2**20
             raise TrainingError(
-                f"cannot write the step {self.step} checkpoint under {self.ckpt_root}: {exc}. The previous "
-                f"checkpoint is intact ({checkpoint.find_latest(self.ckpt_root) or 'none yet'}); free space "
-                f"and rerun to resume from it") from None
+                f"cannot write the step {self.step} checkpoint under {self.ckpt_root} ({free:.1f} MiB free; disk "
+                f"full, quota or file size limit?): {str(exc).splitlines()[0]}. The previous checkpoint is intact "
+                f"({checkpoint.find_latest(self.ckpt_root) or 'none yet'}); free space and rerun to resume from it"
+            ) from None
 
     # ------------------------------------------------------------------ one phase
 
@@ -281,7 +302,7 @@ class Trainer:
         return t
 
     def _autocast(self):
-        precision = self.cfg.train.precision
+        precision = self.precision
         if precision == "no":
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -427,6 +448,11 @@ class Trainer:
                     t0, step0 = time.perf_counter(), step
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
                     self.log.image(step, "samples", self.sample_grid())
+                # ---- evaluation: every rank generates its shard and scores the gathered set;
+                # rank 0 logs eval/* and checkpoints/best follows eval.best (distgan/metrics/evaluate.py).
+                if self.evaluator is not None and self.evaluator.due(step):
+                    self.evaluator.run(self)
+                # ----
                 stop = (self._stop_requested() if self.world > 1 or self._stop_signal or self._stop_file
                         else False)
                 # Periodic checkpoints wait out a run of skipped steps, so the

@@ -72,3 +72,13 @@ def test_shipped_configs_load():
     for path in configs:
         cfg = load_config(path)
         assert cfg.run.name == path.stem, f"{path.name}: run.name should match the file name"
+
+
+def test_precision_auto_is_full_precision_on_cpu():
+    import torch
+
+    from distgan.train.trainer import resolve_precision
+
+    assert load_config(None).train.precision == "auto"
+    assert resolve_precision("auto", torch.device("cpu")) == "no"
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
