@@ -34,9 +34,10 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    # Built-in: ring | grid (synthetic 2-D), digits (scikit-learn's 8x8 digits).
+    # Built-in: ring | grid (synthetic 2-D), digits (scikit-learn's 8x8 digits),
+    # stacked_digits (three digits as the channels of one image: 1,000 modes).
     # `shards` streams WebDataset tars named by `data.shards`.
-    name: Literal["ring", "grid", "digits", "shards"] = "digits"
+    name: Literal["ring", "grid", "digits", "stacked_digits", "shards"] = "digits"
     resolution: int = 32  # image side length for image data sets
     # Shards packed by `distgan data pack` (manifest.json beside them): a brace pattern
     # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
@@ -145,6 +146,8 @@ EVAL_METRICS: dict[str, tuple[str, ...]] = {
     "class_acc": ("class_acc",),
     "intra_fid": ("intra_fid",),
 }
+POINT_DATA = ("ring", "grid")  # 2-D points: only the mode metrics apply
+MODE_DATA = POINT_DATA + ("stacked_digits",)  # data with a known, countable set of modes
 EVAL_LOWER_IS_BETTER = ("fid", "kid_mean", "reverse_kl", "intra_fid")
 EVAL_HIGHER_IS_BETTER = ("is_mean", "precision", "recall", "density", "coverage", "modes", "high_quality",
                          "class_acc")
@@ -155,14 +158,16 @@ class EvalConfig:
     """Evaluation of the generator (`distgan eval`, and during training with `every`); docs/evaluation.md."""
 
     every: int = 0  # generator steps between evaluations during training (0 = never)
-    # Any of fid, kid, is, pr (precision/recall/density/coverage), modes (ring/grid),
-    # class_acc and intra_fid (conditional games). Empty = fid,kid,is,pr for images, modes for ring/grid.
+    # Any of fid, kid, is, pr (precision/recall/density/coverage), modes (ring/grid/stacked_digits),
+    # class_acc and intra_fid (conditional games). Empty = fid,kid,is,pr for images, modes for ring/grid,
+    # modes,fid,kid,is,pr for stacked_digits.
     metrics: list[str] = field(default_factory=list)
     num: int = 10000  # generated samples, exactly, on any number of processes (PacGAN Table 1 uses 2500)
     seed: int = 0  # sample i always gets the same z (and label) for a given seed
     # BatchNorm policy of the generator (distgan.sampling): standing | running | train; recorded with results.
     bn: Literal["standing", "running", "train"] = "standing"
-    # Feature extractor for fid/kid/is/pr: digits (classifier shipped with distgan, for data.name=digits),
+    # Feature extractor for fid/kid/is/pr: digits (classifier shipped with distgan, for data.name=digits
+    # and, channel by channel, stacked_digits),
     # inception (the standard FID InceptionV3, weights from eval.inception_weights), or
     # `module.path:callable` returning an nn.Module that maps (N, C, H, W) images in [-1, 1] to features.
     features: str = "digits"
@@ -271,25 +276,42 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.resume={mode!r}: expected never, auto or an existing checkpoint path")
 
 
+def eval_metrics(data_name: str, metrics: list[str]) -> list[str]:
+    """The metrics to compute for `data_name` (the defaults when `metrics` is empty); ConfigError
+    naming eval.metrics when one is unknown or does not apply to the data."""
+    for m in metrics:
+        if m not in EVAL_METRICS:
+            raise ConfigError(f"eval.metrics: unknown metric {m!r} (choose from {', '.join(EVAL_METRICS)})")
+        if data_name in POINT_DATA and m != "modes":
+            raise ConfigError(f"eval.metrics={m}: data.name={data_name} is 2-D points; only modes applies")
+        if m == "modes" and data_name not in MODE_DATA:
+            raise ConfigError(f"eval.metrics=modes applies to data.name={', '.join(MODE_DATA)} only, "
+                              f"not {data_name}")
+    if metrics:
+        return list(metrics)
+    if data_name in POINT_DATA:
+        return ["modes"]
+    return (["modes"] if data_name in MODE_DATA else []) + ["fid", "kid", "is", "pr"]
+
+
+def metric_keys(metric: str, data_name: str) -> tuple[str, ...]:
+    """Result keys of `metric` on `data_name` (high_quality exists for 2-D points only)."""
+    if metric == "modes" and data_name not in POINT_DATA:
+        return ("modes", "reverse_kl")
+    return EVAL_METRICS[metric]
+
+
 def _validate_eval(cfg: Config) -> None:
     ecfg = cfg.eval
     if ecfg.every < 0:
         raise ConfigError(f"eval.every must be >= 0, got {ecfg.every}")
     if ecfg.num < 2:
         raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
-    unknown = [m for m in ecfg.metrics if m not in EVAL_METRICS]
-    if unknown:
-        raise ConfigError(f"eval.metrics: unknown metric {unknown[0]!r} (choose from {', '.join(EVAL_METRICS)})")
-    points = cfg.data.name in ("ring", "grid")
-    if points and any(m != "modes" for m in ecfg.metrics):
-        raise ConfigError(f"eval.metrics: data.name={cfg.data.name} is 2-D points; only modes applies")
-    if not points and "modes" in ecfg.metrics:
-        raise ConfigError("eval.metrics=modes applies to data.name=ring or grid only")
+    eval_metrics(cfg.data.name, ecfg.metrics)
     if ecfg.features not in ("digits", "inception") and ":" not in ecfg.features:
         raise ConfigError(f"eval.features={ecfg.features!r}: expected digits, inception or module.path:callable")
     if ecfg.best:
-        chosen = ecfg.metrics or (["modes"] if points else ["fid", "kid", "is", "pr"])
-        keys = [k for m in chosen for k in EVAL_METRICS[m]]
+        keys = [k for m in eval_metrics(cfg.data.name, ecfg.metrics) for k in metric_keys(m, cfg.data.name)]
         if ecfg.best not in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER or ecfg.best not in keys:
             valid = [k for k in keys if k in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER]
             raise ConfigError(f"eval.best={ecfg.best!r} is not a result of eval.metrics (choose from {', '.join(valid)})")

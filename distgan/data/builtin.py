@@ -4,6 +4,9 @@
 - grid: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05 (PacGAN 2D-grid).
 - digits: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
   classes), resized to `data.resolution` and scaled to [-1, 1].
+- stacked_digits: three independently drawn digits as the three channels of one
+  image, 1,000 modes (the "stacked MNIST" mode-collapse benchmark of VEEGAN and
+  PacGAN, built from the bundled digits); label 100 * d0 + 10 * d1 + d2.
 
 Batches are drawn per *global* batch from a generator seeded by (seed, draw),
 and each rank keeps its slice: P processes x batch B see exactly the samples
@@ -66,19 +69,19 @@ def mixture(name: str) -> tuple[Tensor, float]:
     return make_modes(), std
 
 
-class MixtureSource(_GlobalStream):
-    """An endless, exactly reproducible stream from a Gaussian mixture.
+class _BlockSource(_GlobalStream):
+    """An endless, exactly reproducible stream drawn in fixed blocks.
 
     Sample p of the stream comes from block p // BLOCK, generated from (seed,
-    block): any split of the stream into batches, ranks or micro-batches sees
-    the same samples.
+    block) by `make_block`: any split of the stream into batches, ranks or
+    micro-batches sees the same samples. Subclasses draw a block as compact
+    (rows, labels) and turn rows into samples in `materialize`.
     """
 
     BLOCK = 4096
 
-    def __init__(self, name: str, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
-        self.modes, self.std = mixture(name)
-        self.info = DataInfo(kind="points", shape=(2,))
+    def __init__(self, info: DataInfo, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
+        self.info = info
         self.global_batch, self.seed = global_batch, seed
         self.local_batch = global_batch // world_size
         self.offset = rank * self.local_batch
@@ -86,23 +89,43 @@ class MixtureSource(_GlobalStream):
         self.draws = 0
         self._blocks: dict[int, tuple[Tensor, Tensor]] = {}
 
+    def make_block(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def materialize(self, rows: Tensor) -> Tensor:
+        return rows
+
     def _block(self, index: int) -> tuple[Tensor, Tensor]:
         if index not in self._blocks:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM_DATA, index))
-            which = torch.randint(len(self.modes), (self.BLOCK,), generator=gen)
-            points = self.modes[which] + self.std * torch.randn(self.BLOCK, 2, generator=gen)  # (BLOCK, 2)
             self._blocks = {i: b for i, b in self._blocks.items() if i >= index - 1}
-            self._blocks[index] = (points, which)
+            self._blocks[index] = self.make_block(gen)
         return self._blocks[index]
+
+    def take(self, start: int, count: int) -> tuple[Tensor, Tensor]:
+        """Stream positions [start, start + count) as (samples, labels), on the CPU."""
+        first, last = start // self.BLOCK, (start + count - 1) // self.BLOCK
+        rows, labels = (torch.cat(parts) for parts in zip(*(self._block(i) for i in range(first, last + 1))))
+        lo = start - first * self.BLOCK
+        return self.materialize(rows[lo : lo + count]), labels[lo : lo + count]
 
     def next_batch(self) -> Batch:
         start = self.draws * self.global_batch + self.offset
         self.draws += 1
-        first, last = start // self.BLOCK, (start + self.local_batch - 1) // self.BLOCK
-        points, which = (torch.cat(parts) for parts in zip(*(self._block(i) for i in range(first, last + 1))))
-        lo = start - first * self.BLOCK
-        return Batch(x=points[lo : lo + self.local_batch].to(self.device),
-                     y=which[lo : lo + self.local_batch].to(self.device))
+        x, y = self.take(start, self.local_batch)
+        return Batch(x=x.to(self.device), y=y.to(self.device))
+
+
+class MixtureSource(_BlockSource):
+    """A 2-D Gaussian mixture: rows are points, labels the mode each was drawn from."""
+
+    def __init__(self, name: str, **common):
+        super().__init__(DataInfo(kind="points", shape=(2,)), **common)
+        self.modes, self.std = mixture(name)
+
+    def make_block(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        which = torch.randint(len(self.modes), (self.BLOCK,), generator=gen)
+        return self.modes[which] + self.std * torch.randn(self.BLOCK, 2, generator=gen), which  # (BLOCK, 2)
 
 
 # ----------------------------------------------------------------- finite tensors (digits)
@@ -163,11 +186,48 @@ class TensorSource(_GlobalStream):
         return Batch(x=self.x[idx].to(self.device), y=y)
 
 
+class StackedDigitsSource(_BlockSource):
+    """Stacked digits: channel c of a sample is digit image k_c, the three k_c drawn
+    uniformly and independently; rows are the (BLOCK, 3) image indices (compact),
+    turned into (B, 3, R, R) images per batch."""
+
+    CHANNELS = 3
+
+    @classmethod
+    def data_info(cls, resolution: int) -> DataInfo:
+        return DataInfo(kind="images", shape=(cls.CHANNELS, resolution, resolution), num_classes=10**cls.CHANNELS)
+
+    def __init__(self, resolution: int, **common):
+        super().__init__(self.data_info(resolution), **common)
+        self.images, self.labels = load_digits(resolution)  # (N, 1, R, R), (N,)
+
+    def make_block(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(len(self.images), (self.BLOCK, self.CHANNELS), generator=gen)  # (BLOCK, 3)
+        return idx, stacked_label(self.labels[idx])
+
+    def materialize(self, rows: Tensor) -> Tensor:
+        return self.images[rows].squeeze(2)  # (B, 3, 1, R, R) -> (B, 3, R, R)
+
+
+def stacked_label(digits: Tensor) -> Tensor:
+    """(N, C) digit classes -> (N,) mode index sum_c digit_c * 10**(C-1-c) (channel 0 most significant)."""
+    c = digits.shape[1]
+    weights = torch.tensor([10 ** (c - 1 - i) for i in range(c)], dtype=torch.long)
+    return (digits.long() * weights).sum(1)
+
+
+def stacked_digits_reference(resolution: int, num: int = 10_000, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A fixed sample of real stacked digits, (num, 3, R, R) and (num,) labels: the real
+    side of FID/KID/precision-recall, the same for every run (positions 0..num of seed 0's stream)."""
+    source = StackedDigitsSource(resolution, global_batch=1, rank=0, world_size=1, seed=seed)
+    return source.take(0, num)
+
+
 # ----------------------------------------------------------------- registry
 
 
 def builtin_names() -> tuple[str, ...]:
-    return ("ring", "grid", "digits")
+    return ("ring", "grid", "digits", "stacked_digits")
 
 
 def builtin_info(data_cfg) -> DataInfo:
@@ -176,6 +236,8 @@ def builtin_info(data_cfg) -> DataInfo:
     if data_cfg.name == "digits":
         r = data_cfg.resolution
         return DataInfo(kind="images", shape=(1, r, r), num_classes=10)
+    if data_cfg.name == "stacked_digits":
+        return StackedDigitsSource.data_info(data_cfg.resolution)
     raise KeyError(data_cfg.name)
 
 
@@ -188,4 +250,6 @@ def build_builtin(data_cfg, *, global_batch: int, rank: int, world_size: int, se
     if data_cfg.name == "digits":
         x, y = load_digits(data_cfg.resolution)
         return TensorSource(x, y, builtin_info(data_cfg), **common)
+    if data_cfg.name == "stacked_digits":
+        return StackedDigitsSource(data_cfg.resolution, **common)
     raise KeyError(data_cfg.name)

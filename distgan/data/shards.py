@@ -198,6 +198,9 @@ def builtin_source(name: str, resolution: Optional[int]) -> Source:
 
     if name in MIXTURES:
         raise DataError(f"{name} is 2-D points drawn on the fly (data.name={name}), not images: nothing to pack")
+    if name == "stacked_digits":
+        raise DataError("stacked_digits is drawn on the fly from the bundled digits (data.name=stacked_digits): "
+                        "nothing to pack")
     if name != "digits":
         raise DataError(f"{name!r} is not a folder, a .npz file or a built-in image data set (digits)")
     x, y = load_digits(resolution or 32)  # (N, 1, R, R) in [-1, 1]

@@ -55,6 +55,31 @@ class DigitsClassifier(nn.Module):
         return features, self.head(features)
 
 
+class ChannelDigitsClassifier(nn.Module):
+    """The digits classifier read channel by channel, for stacked digits (one digit per channel).
+
+    (N, C, H, W) -> (features (N, C * 128): the channels' features side by side,
+    logits (N, 10**C): log-probabilities of the joint class, the sum of the
+    channels' log-softmax, class index sum_c d_c * 10**(C-1-c) as in
+    distgan.data.builtin.stacked_label). Its argmax is each channel's own argmax.
+    """
+
+    def __init__(self, net: DigitsClassifier, channels: int) -> None:
+        super().__init__()
+        self.net, self.channels = net, channels
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n, c = x.shape[:2]
+        if c != self.channels:
+            raise ValueError(f"expected {self.channels} channels, got {c}")
+        features, logits = self.net(x.reshape(n * c, 1, *x.shape[2:]))
+        logp = F.log_softmax(logits.float(), dim=1).reshape(n, c, NUM_CLASSES)
+        joint = logp[:, 0]  # (N, 10)
+        for i in range(1, c):
+            joint = (joint[:, :, None] + logp[:, i, None, :]).reshape(n, -1)  # (N, 10**(i+1))
+        return features.reshape(n, c * NUM_FEATURES), joint
+
+
 def resize(x: Tensor) -> Tensor:
     x = x.float().clamp(-1, 1)
     if x.shape[-1] != RESOLUTION or x.shape[-2] != RESOLUTION:

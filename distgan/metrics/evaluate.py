@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from distgan.config import EVAL_LOWER_IS_BETTER, EVAL_METRICS, Config
+from distgan.config import EVAL_LOWER_IS_BETTER, POINT_DATA, Config, eval_metrics, metric_keys
 from distgan.errors import ConfigError
 from distgan.games.base import StepContext
 from distgan.metrics.features import Extractor, build_extractor
@@ -35,7 +35,8 @@ from distgan.sampling import prepare_nets
 
 BLOCK = 256  # samples per seed block and per generation batch; fixed, since eval.bn=train depends on it
 _STREAM_EVAL = 0xE7A15
-_IMAGE_METRICS = ("fid", "kid", "is", "pr", "class_acc", "intra_fid")
+_IMAGE_METRICS = ("fid", "kid", "is", "pr", "class_acc", "intra_fid")  # need the feature extractor
+_REFERENCE_METRICS = ("fid", "kid", "pr", "intra_fid")  # compare with the real data's features
 
 
 # --------------------------------------------------------------------------- collectives
@@ -100,18 +101,7 @@ def _broadcast_flag(flag: bool, device: torch.device) -> bool:
 
 
 def resolve_metrics(cfg: Config, metrics: Optional[list[str]] = None) -> list[str]:
-    chosen = list(metrics if metrics is not None else cfg.eval.metrics)
-    points = cfg.data.name in ("ring", "grid")
-    if not chosen:
-        chosen = ["modes"] if points else ["fid", "kid", "is", "pr"]
-    for m in chosen:
-        if m not in EVAL_METRICS:
-            raise ConfigError(f"eval.metrics: unknown metric {m!r} (choose from {', '.join(EVAL_METRICS)})")
-        if points and m != "modes":
-            raise ConfigError(f"eval.metrics={m}: data.name={cfg.data.name} is 2-D points; only modes applies")
-        if m == "modes" and not points:
-            raise ConfigError("eval.metrics=modes applies to data.name=ring or grid only")
-    return chosen
+    return eval_metrics(cfg.data.name, list(metrics if metrics is not None else cfg.eval.metrics))
 
 
 def check_applicable(metrics: list[str], game, extractor: Optional[Extractor], cfg: Config) -> None:
@@ -122,21 +112,29 @@ def check_applicable(metrics: list[str], game, extractor: Optional[Extractor], c
             raise ConfigError(f"eval.metrics={m} needs a conditional game (samples with requested labels); "
                               f"game.name={cfg.game.name} is unconditional")
     needs_logits = [m for m in ("is", "class_acc") if m in metrics]
+    if "modes" in metrics and cfg.data.name not in POINT_DATA:
+        needs_logits.append("modes")
     if needs_logits and extractor is not None and extractor.num_classes == 0:
         raise ConfigError(f"eval.metrics={needs_logits[0]} needs class logits; eval.features={cfg.eval.features} "
                           f"gives features only")
 
 
-def needs_extractor(metrics: list[str]) -> bool:
-    return any(m in _IMAGE_METRICS for m in metrics)
+def needs_extractor(metrics: list[str], cfg: Config) -> bool:
+    # Modes of image data (stacked digits) are read from the classifier's logits.
+    return any(m in _IMAGE_METRICS for m in metrics) or ("modes" in metrics and cfg.data.name not in POINT_DATA)
+
+
+def needs_reference(metrics: list[str]) -> bool:
+    return any(m in _REFERENCE_METRICS for m in metrics)
 
 
 def extractor_for(cfg: Config, device: torch.device) -> Extractor:
     from distgan.data import data_info
 
-    if cfg.eval.features == "digits" and cfg.data.name != "digits":
-        raise ConfigError(f"eval.features=digits judges the built-in digits only, not data.name={cfg.data.name}; "
-                          f"use eval.features=inception (with eval.inception_weights) or module:callable")
+    if cfg.eval.features == "digits" and cfg.data.name not in ("digits", "stacked_digits"):
+        raise ConfigError(f"eval.features=digits judges the built-in digits and stacked_digits only, not "
+                          f"data.name={cfg.data.name}; use eval.features=inception (with eval.inception_weights) "
+                          f"or module:callable")
     return build_extractor(cfg.eval.features, inception_weights=cfg.eval.inception_weights,
                            sample_shape=data_info(cfg).shape, device=device)
 
@@ -210,6 +208,10 @@ def _real_data(cfg: Config) -> tuple[Tensor, Optional[Tensor]]:
         from distgan.data.builtin import load_digits
 
         return load_digits(cfg.data.resolution)
+    if cfg.data.name == "stacked_digits":
+        from distgan.data.builtin import stacked_digits_reference
+
+        return stacked_digits_reference(cfg.data.resolution)
     raise ConfigError(f"reference statistics for data.name={cfg.data.name}: only the built-in digits "
                       f"can be read in this version (streamed shards are not available yet)")
 
@@ -259,12 +261,16 @@ def compute_metrics(metrics: list[str], fake: dict[str, Tensor], real: Optional[
 
     out: dict[str, float] = {}
     if "modes" in metrics:
-        from distgan.data.builtin import mixture
-        from distgan.metrics.modes import mode_metrics
+        from distgan.metrics.modes import class_mode_metrics, mode_metrics
 
-        modes, std = mixture(cfg.data.name)
-        res = mode_metrics(fake["x"], modes, std)
-        out.update({k: res[k] for k in EVAL_METRICS["modes"]})
+        if cfg.data.name in POINT_DATA:
+            from distgan.data.builtin import mixture
+
+            modes, std = mixture(cfg.data.name)
+            res = mode_metrics(fake["x"], modes, std)
+        else:  # each sample's mode is the classifier's decision (per channel for stacked digits)
+            res = class_mode_metrics(fake["logits"].argmax(1), num_classes)
+        out.update({k: res[k] for k in metric_keys("modes", cfg.data.name)})
     if "fid" in metrics:
         out["fid"] = F.fid(real["features"], fake["features"])
     if "kid" in metrics:
@@ -285,10 +291,11 @@ def evaluate(game, nets: Mapping[str, nn.Module], cfg: Config, *, device: torch.
              metrics: Optional[list[str]] = None) -> dict[str, Any]:
     """All ranks call it; every rank returns {"metrics": {...}, plus how they were obtained}."""
     chosen = resolve_metrics(cfg, metrics)
-    if needs_extractor(chosen):
+    if needs_extractor(chosen, cfg):
         extractor = extractor or extractor_for(cfg, device)
         check_applicable(chosen, game, extractor, cfg)
-        reference = reference if reference is not None else reference_features(cfg, extractor, device)
+        if reference is None and needs_reference(chosen):
+            reference = reference_features(cfg, extractor, device)
     else:
         check_applicable(chosen, game, None, cfg)
         extractor = reference = None
@@ -317,7 +324,7 @@ class Evaluator:
     def __init__(self, cfg: Config, game, device: torch.device, ckpt_root: Path):
         self.cfg, self.game, self.device = cfg, game, device
         self.metrics = resolve_metrics(cfg)
-        self.extractor = extractor_for(cfg, device) if needs_extractor(self.metrics) else None
+        self.extractor = extractor_for(cfg, device) if needs_extractor(self.metrics, cfg) else None
         check_applicable(self.metrics, game, self.extractor, cfg)
         self.reference: Optional[dict[str, Tensor]] = None  # computed (collectively) at the first evaluation
         self.best_root = ckpt_root / "best"
@@ -340,7 +347,7 @@ class Evaluator:
         return value < self.best_value if lower else value > self.best_value
 
     def run(self, trainer) -> dict[str, Any]:
-        if self.extractor is not None and self.reference is None:
+        if self.extractor is not None and self.reference is None and needs_reference(self.metrics):
             self.reference = reference_features(self.cfg, self.extractor, self.device)
         nets = {n: (trainer.ema[n].shadow if n in trainer.ema else trainer.nets[n]) for n in self.game.ema_nets}
         result = evaluate(self.game, nets, self.cfg, device=self.device, extractor=self.extractor,

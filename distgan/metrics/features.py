@@ -1,6 +1,7 @@
 """Feature extractors for FID/KID/IS/precision-recall, chosen by `eval.features`.
 
-- `digits`: the classifier shipped with distgan (distgan.metrics.classifier).
+- `digits`: the classifier shipped with distgan (distgan.metrics.classifier);
+  on C-channel images (stacked digits) it reads each channel as one digit.
 - `inception`: the standard FID InceptionV3 from `eval.inception_weights`.
 - `module.path:callable`: `callable()` returns an nn.Module mapping (N, C, H, W)
   images in [-1, 1] to features (N, D), or to a dict with "features" and
@@ -65,7 +66,12 @@ def build_extractor(spec: str, *, inception_weights: str = "", sample_shape: tup
 
         net = classifier.load_classifier()
         key = f"digits-{file_digest(classifier.WEIGHTS)}"
-        ext = Extractor(net, key, classifier.NUM_FEATURES, classifier.NUM_CLASSES, "digits")
+        channels = sample_shape[0]
+        if channels == 1:
+            ext = Extractor(net, key, classifier.NUM_FEATURES, classifier.NUM_CLASSES, "digits")
+        else:  # stacked digits: one digit per channel, 10**C joint classes
+            ext = Extractor(classifier.ChannelDigitsClassifier(net, channels), f"{key}-c{channels}",
+                            channels * classifier.NUM_FEATURES, classifier.NUM_CLASSES**channels, "digits")
     elif spec == "inception":
         from distgan.metrics.inception import NUM_CLASSES, NUM_FEATURES, file_digest, load_fid_inception
 
