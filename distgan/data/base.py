@@ -26,6 +26,15 @@ class DataInfo:
     shape: tuple[int, ...]  # one sample, e.g. (2,) or (1, 32, 32)
     num_classes: int = 0  # 0 = unlabelled
 
+    def to_record(self) -> dict[str, Any]:
+        """Plain data (checkpoints load with weights_only=True; exports store it as JSON)."""
+        return {"kind": self.kind, "shape": list(self.shape), "num_classes": self.num_classes}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "DataInfo":
+        return cls(kind=record["kind"], shape=tuple(int(d) for d in record["shape"]),
+                   num_classes=int(record["num_classes"]))
+
 
 class DataSource(Protocol):
     info: DataInfo

@@ -17,4 +17,6 @@ def build_game(cfg, info: DataInfo) -> Game:
     cls = GAMES.get(cfg.game.name)
     if cls is None:
         raise ValueError(f"game.name={cfg.game.name!r} is not a known game; choose from {', '.join(GAMES)}")
-    return cls(cfg, info)
+    game = cls(cfg, info)
+    game.info = info
+    return game

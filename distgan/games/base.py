@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from distgan.data.base import Batch, derive_seed
+from distgan.data.base import Batch, DataInfo, derive_seed
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
@@ -85,6 +85,7 @@ class Game:
     """
 
     ema_nets: tuple[str, ...] = ("G",)
+    info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
 
     def __init__(self) -> None:
         self.nets: dict[str, nn.Module] = {}

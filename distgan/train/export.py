@@ -4,13 +4,26 @@ export one as safetensors."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from torch import nn
 
 from distgan.config import from_dict
-from distgan.data import data_info
-from distgan.games import build_game
+from distgan.data import DataInfo, data_info
+from distgan.games import Game, build_game
 from distgan.train import checkpoint
+
+
+def _game_for(cfg, record: Optional[dict]) -> Game:
+    """The game with fresh nets, shaped by the data info stored at training time when there
+    (so a run trained on shards samples without the shards' manifest), else read from cfg.data."""
+    info = DataInfo.from_record(record) if record else data_info(cfg)
+    game = build_game(cfg, info)
+    if cfg.model.sync_bn:
+        from distgan.nn.sync_bn import convert_to_cross_replica_bn
+
+        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
+    return game
 
 
 def resolve_checkpoint(source: Path) -> Path:
@@ -32,11 +45,7 @@ def load_generator(source: Path, use_ema: bool = True):
     path = resolve_checkpoint(source)
     shared, _ = checkpoint.load(path, rank=0)
     cfg = from_dict(shared["config"])
-    game = build_game(cfg, data_info(cfg))
-    if cfg.model.sync_bn:
-        from distgan.nn.sync_bn import convert_to_cross_replica_bn
-
-        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
+    game = _game_for(cfg, shared.get("data_info"))
     nets: dict[str, nn.Module] = {}
     for name in game.ema_nets:
         net = game.nets[name]
@@ -59,11 +68,11 @@ def export_safetensors(source: Path, out: Path, use_ema: bool = True) -> Path:
 
     from safetensors.torch import save_file
 
-    _game, nets, cfg = load_generator(source, use_ema=use_ema)
+    game, nets, cfg = load_generator(source, use_ema=use_ema)
     tensors = {f"{name}.{key}": t.detach().contiguous().clone()
                for name, net in nets.items() for key, t in net.state_dict().items()}
     metadata = {"format": EXPORT_FORMAT, "nets": json.dumps(sorted(nets)), "ema": json.dumps(use_ema),
-                "config": json.dumps(cfg.to_dict())}
+                "config": json.dumps(cfg.to_dict()), "data_info": json.dumps(game.info.to_record())}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -84,11 +93,7 @@ def load_safetensors(path: Path):
         raise checkpoint.CheckpointError(f"{path} is not a distgan generator export (format "
                                          f"{meta.get('format')!r}, expected {EXPORT_FORMAT!r})")
     cfg = from_dict(json.loads(meta["config"]))
-    game = build_game(cfg, data_info(cfg))
-    if cfg.model.sync_bn:
-        from distgan.nn.sync_bn import convert_to_cross_replica_bn
-
-        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
+    game = _game_for(cfg, json.loads(meta["data_info"]) if "data_info" in meta else None)
     tensors = load_file(str(path))
     nets: dict[str, nn.Module] = {}
     for name in json.loads(meta["nets"]):

@@ -247,6 +247,8 @@ class Trainer:
             "wandb_id": self.wandb_id,
             "world_size": self.world,
             "config": self.cfg.to_dict(),
+            # Shapes the nets without opening the data again (sampling a shard-trained run elsewhere).
+            "data_info": self.data.info.to_record(),
         }
 
     def rank_state_dict(self) -> dict[str, Any]:

@@ -52,3 +52,23 @@ def test_errors_before_training_name_what_is_missing(tmp_path, shards):
     too_few = run_cli("train", *common, "data.num_workers=9", f"run.dir={tmp_path / 'b'}", check=False)
     assert too_few.returncode == 2 and "8 shards, fewer than 1 processes x 9 workers" in too_few.stderr
     assert len(too_few.stderr.strip().splitlines()) == 1
+
+
+def test_sample_and_export_of_a_shard_run_work_without_the_shards(tmp_path, shards):
+    """The data's shape is stored in the checkpoint and the export: a run trained on a
+    cluster's shards can be sampled on a machine that has none of them."""
+    import shutil
+
+    moved = tmp_path / "shards"
+    shutil.copytree(shards, moved)
+    run = tmp_path / "run"
+    run_cli("train", *_common(moved, 8), f"data.shards={moved}", "train.steps=2", f"run.dir={run}")
+    shutil.rmtree(moved)
+    out = tmp_path / "x.npy"
+    run_cli("sample", str(run), "--num", "5", "--out", str(out))
+    export = tmp_path / "g.safetensors"
+    run_cli("export", str(run), "--out", str(export))
+    from_export = tmp_path / "y.npy"
+    run_cli("sample", str(export), "--num", "5", "--out", str(from_export))
+    assert np.load(out).shape == (5, 1, 8, 8)
+    np.testing.assert_array_equal(np.load(out), np.load(from_export))
