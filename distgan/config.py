@@ -175,7 +175,12 @@ class EvalConfig:
     # Result key that keeps checkpoints/best during training, e.g. fid (lower is better) or is_mean
     # (higher is better); empty = no best checkpoint.
     best: str = ""
-    cache_dir: str = ""  # reference features of built-in data; empty = $DISTGAN_CACHE or ~/.cache/distgan
+    # Reference features of the real data are computed once and cached: for shards next to them
+    # (<shards dir>/reference/), else (and for built-in data) here; empty = $DISTGAN_CACHE or ~/.cache/distgan.
+    cache_dir: str = ""
+    # Real samples in the reference statistics of shard data: the first N in shard order (0 = all).
+    # Built-in data use all of digits and a fixed 10,000 stacked digits.
+    reference_num: int = 50000
 
 
 @dataclass
@@ -307,6 +312,8 @@ def _validate_eval(cfg: Config) -> None:
         raise ConfigError(f"eval.every must be >= 0, got {ecfg.every}")
     if ecfg.num < 2:
         raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
+    if ecfg.reference_num < 0:
+        raise ConfigError(f"eval.reference_num must be >= 0 (0 = all), got {ecfg.reference_num}")
     eval_metrics(cfg.data.name, ecfg.metrics)
     if ecfg.features not in ("digits", "inception") and ":" not in ecfg.features:
         raise ConfigError(f"eval.features={ecfg.features!r}: expected digits, inception or module.path:callable")

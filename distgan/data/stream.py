@@ -40,6 +40,7 @@ import io
 import sys
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -432,6 +433,70 @@ def shards_info(man: Manifest, data_cfg) -> DataInfo:
 
 def data_info_from_config(data_cfg) -> DataInfo:
     return shards_info(resolve_shards(data_cfg.shards).manifest, data_cfg)
+
+
+class ShardReference:
+    """The real side of FID/KID/precision-recall for shard data: the first `num` samples
+    of `data.shards` in shard and file order (0 = all), decoded without shuffle or
+    augmentation at `data.resolution` (centre crop), as the stream would.
+
+    Rows are read on demand (`rows(start, stop)`), so each rank decodes only its own
+    blocks: shards before `start` are passed over by their manifest counts, samples
+    within a shard by their tar headers. Row i is raw sample i; a sample that cannot
+    be decoded is left out with a warning naming shard and key (every rank leaves out
+    the same ones).
+    """
+
+    def __init__(self, data_cfg, num: int):
+        import hashlib
+
+        shardset = resolve_shards(data_cfg.shards)
+        man = shardset.manifest
+        if man.kind != "images":
+            raise DataError(f"reference statistics of {man.kind} shards (data.shards={data_cfg.shards!r}) are not "
+                            f"defined yet: the translation games that generate them decide which side is real")
+        self.spec = Decode(tuple(man.image_fields), bool(man.classes), man.channels, data_cfg.resolution)
+        self.shards = shardset.shards
+        self.count = min(num, shardset.total) if num > 0 else shardset.total
+        self.directory = Path(self.shards[0].path).parent
+        checksums: dict[Path, dict[str, str]] = {}  # the selected shards' checksums name the data
+        lines = []
+        for shard in self.shards:
+            directory = Path(shard.path).parent
+            if directory not in checksums:
+                checksums[directory] = {e.name: e.sha256 for e in Manifest.load(directory).shards}
+            lines.append(f"{checksums[directory][Path(shard.path).name]} {shard.count}")
+        listing = "\n".join(lines)
+        self.digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Raw samples [start, stop) as ((n, C, R, R) float in [-1, 1], (n,) labels or None)."""
+        stop = min(stop, self.count)
+        c, r = self.spec.channels, self.spec.resolution
+        images, labels = [], []
+        first = 0  # raw index of the current shard's first sample
+        for shard in self.shards:
+            if first >= stop:
+                break
+            if first + shard.count > start:
+                with open(shard.path, "rb", buffering=1 << 20) as f:
+                    for i, (key, fields) in enumerate(iter_samples(f), start=first):
+                        if i >= stop:
+                            break
+                        if i < start:
+                            continue
+                        try:
+                            name = self.spec.image_fields[0]
+                            images.append(decode_image(fields[name], name, c, self.spec))  # (R, R, C) uint8
+                            labels.append(int(fields["cls"]) if self.spec.labelled else -1)
+                        except Exception as exc:  # as in training: skip the bad sample, name it
+                            print(f"distgan eval: warning: shard {shard.path} key {key}: skipped from the "
+                                  f"reference ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+            first += shard.count
+        x = torch.from_numpy(np.stack(images)) if images else torch.empty((0, r, r, c), dtype=torch.uint8)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (n, C, R, R) in [-1, 1]
+        y = torch.tensor(labels, dtype=torch.long) if self.spec.labelled else None
+        return x, y
 
 
 class ShardSource:

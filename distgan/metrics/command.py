@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="sample seed (default: eval.seed)")
     parser.add_argument("--features", default=None, help="digits | inception | module:callable (default: eval.features)")
     parser.add_argument("--inception-weights", default=None, help="local FID Inception weights file")
+    parser.add_argument("--reference-num", type=int, default=None,
+                        help="shard data: real samples in the reference statistics, 0 = all (default: eval.reference_num)")
     parser.add_argument("--no-ema", action="store_true", help="score the trained G, not its EMA")
     parser.add_argument("--out", default="", help=f"{TRAIN_CLASSIFIER}: where to write the weights "
                                                   f"(default: the file shipped in the package)")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     game, nets, cfg = load_generator(path, use_ema=not args.no_ema)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     cfg = with_eval(cfg, metrics=metrics, num=args.num, bn=args.bn, seed=args.seed, features=args.features,
-                    inception_weights=args.inception_weights, every=0, best="")
+                    inception_weights=args.inception_weights, reference_num=args.reference_num, every=0, best="")
     nets = {n: net.to(state.device) for n, net in nets.items()}
     result = evaluate(game, nets, cfg, device=state.device)
     result = {"checkpoint": str(path), "step": step, "ema": not args.no_ema, **result}

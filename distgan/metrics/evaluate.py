@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -199,55 +201,86 @@ def cache_dir(cfg: Config) -> Path:
     return Path(root).expanduser() / "reference"
 
 
-def reference_key(cfg: Config, extractor: Extractor) -> str:
-    return f"{cfg.data.name}-r{cfg.data.resolution}-{extractor.key}"
+@dataclass
+class RealData:
+    """The real side of the comparison: `count` rows, read by block with `rows(start, stop)`."""
+
+    count: int
+    rows: Callable[[int, int], tuple[Tensor, Optional[Tensor]]]  # -> ((n, ...) in [-1, 1], labels or None)
+    key: str  # names the data (and its resolution) in cache file names
+    cache_dirs: list[Path]  # where cached statistics are looked for, in order; written to the first writable
 
 
-def _real_data(cfg: Config) -> tuple[Tensor, Optional[Tensor]]:
-    if cfg.data.name == "digits":
-        from distgan.data.builtin import load_digits
+def real_data(cfg: Config) -> RealData:
+    from distgan.data.builtin import load_digits, stacked_digits_reference
 
-        return load_digits(cfg.data.resolution)
-    if cfg.data.name == "stacked_digits":
-        from distgan.data.builtin import stacked_digits_reference
+    name, res = cfg.data.name, cfg.data.resolution
+    if name in ("digits", "stacked_digits"):
+        x, y = load_digits(res) if name == "digits" else stacked_digits_reference(res)
+        return RealData(len(x), lambda a, b: (x[a:b], y[a:b]), f"{name}-r{res}", [cache_dir(cfg)])
+    if name == "shards":
+        from distgan.data.stream import ShardReference
 
-        return stacked_digits_reference(cfg.data.resolution)
-    raise ConfigError(f"reference statistics for data.name={cfg.data.name}: only the built-in digits "
-                      f"can be read in this version (streamed shards are not available yet)")
+        ref = ShardReference(cfg.data, cfg.eval.reference_num)
+        # Cached next to the shards (shared by every run on them), else in the user's cache.
+        return RealData(ref.count, ref.rows, f"shards-{ref.digest}-n{ref.count}-r{res}",
+                        [ref.directory / "reference", cache_dir(cfg)])
+    raise ConfigError(f"reference statistics for data.name={name}: no real images to compare with")
+
+
+def reference_key(cfg: Config, extractor: Extractor, real: Optional[RealData] = None) -> str:
+    return f"{(real or real_data(cfg)).key}-{extractor.key}"
 
 
 @torch.no_grad()
-def features_of(x: Tensor, extractor: Extractor, device: torch.device) -> dict[str, Tensor]:
-    """All ranks: features of the rows of x (the same x on every rank), gathered in order."""
+def features_of(real: RealData, extractor: Extractor, device: torch.device) -> dict[str, Tensor]:
+    """All ranks: {"features", "logits"?, "labels"?} of every real row, each rank reading and
+    extracting only its own blocks, gathered in order."""
     rank, world = dist_info()
-    parts: dict[str, list[Tensor]] = {"features": [], "logits": []}
-    for b in my_blocks(len(x), rank, world):
-        feats, logits = extractor(x[b * BLOCK:(b + 1) * BLOCK].to(device))
+    parts: dict[str, list[Tensor]] = {"features": [], "logits": [], "labels": []}
+    for b in my_blocks(real.count, rank, world):
+        x, y = real.rows(b * BLOCK, (b + 1) * BLOCK)
+        if len(x) == 0:
+            continue
+        feats, logits = extractor(x.to(device))
         parts["features"].append(feats)
         if logits is not None:
             parts["logits"].append(logits)
+        if y is not None:
+            parts["labels"].append(y.long().to(device))
     return _gather_parts(parts, device)
 
 
 def reference_features(cfg: Config, extractor: Extractor, device: torch.device) -> dict[str, Tensor]:
-    """All ranks: {"features", "logits"?, "labels"?} of the whole real data set, from the cache when there."""
-    from safetensors.torch import load_file, save_file
+    """All ranks: {"features", "logits"?, "labels"?} of the real data, from the cache when there."""
+    from safetensors.torch import load_file
 
-    path = cache_dir(cfg) / f"{reference_key(cfg, extractor)}.safetensors"
-    if _all_true(path.is_file(), device):
-        return load_file(str(path))
-    x, y = _real_data(cfg)
-    ref = features_of(x, extractor, device)
-    if y is not None:
-        ref["labels"] = y
+    real = real_data(cfg)
+    name = f"{reference_key(cfg, extractor, real)}.safetensors"
+    for directory in real.cache_dirs:
+        if _all_true((directory / name).is_file(), device):
+            return load_file(str(directory / name))
+    ref = features_of(real, extractor, device)
     if dist_info()[0] == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp),
-                  metadata={"data": cfg.data.name, "resolution": str(cfg.data.resolution),
-                            "extractor": extractor.key, "num": str(len(x))})
-        tmp.replace(path)  # atomic: readers see the old state or the complete file
+        _write_first_writable(real.cache_dirs, name, {k: v.contiguous().cpu() for k, v in ref.items()},
+                              {"data": cfg.data.name, "resolution": str(cfg.data.resolution),
+                               "extractor": extractor.key, "num": str(len(ref["features"]))})
     return ref
+
+
+def _write_first_writable(dirs: list[Path], name: str, tensors: dict, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    for directory in dirs:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f".{name}.{os.getpid()}.tmp"
+            save_file(tensors, str(tmp), metadata=metadata)
+            tmp.replace(directory / name)  # atomic: readers see the old state or the complete file
+            return
+        except OSError as exc:
+            print(f"distgan eval: warning: cannot cache reference statistics in {directory} ({exc})",
+                  file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- metrics
