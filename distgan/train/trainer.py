@@ -30,9 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from distgan.config import Config, dump_yaml
-from distgan.errors import ConfigError, TrainingError
 from distgan.data import build_source
 from distgan.data.base import derive_seed
+from distgan.errors import ConfigError, TrainingError
 from distgan.games import DISCRIMINATOR, GENERATOR, Phase, StepContext, build_game
 from distgan.log import RunLog, Stats, image_grid, new_wandb_id, scatter_image
 from distgan.sampling import generate

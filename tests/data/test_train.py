@@ -4,20 +4,14 @@ bitwise resume, and errors before training starts."""
 import numpy as np
 import pytest
 
-from tests.data.util import cli
+from tests.data.util import pack_digits
 from tests.helpers import TINY_DCGAN, assert_bitwise_equal, latest_state, metrics, run_cli
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """96 digits at 8x8 in 8 shards of 12: epochs of 6 batches in both set-ups below."""
-    from distgan.data.builtin import load_digits
-
-    tmp = tmp_path_factory.mktemp("shards")
-    x, y = load_digits(8)
-    np.savez(tmp / "d96.npz", x=x[:96].numpy(), y=y[:96].numpy())
-    assert cli("data", "pack", tmp / "d96.npz", tmp / "d96", "--shard-size", 12, "--quiet") == 0
-    return tmp / "d96"
+    return pack_digits(tmp_path_factory.mktemp("shards"), 96, 12)
 
 
 def _common(shards, batch):

@@ -61,3 +61,13 @@ def source(shards: str, *, batch: int, rank: int = 0, world: int = 1, workers: i
                  f"data.resolution={resolution}", f"train.seed={seed}"] + [f"data.{k}={v}" for k, v in over.items()]
     cfg = load_config(None, overrides)
     return build_source(cfg, global_batch=batch * world, rank=rank, world_size=world)
+
+
+def pack_digits(tmp: Path, n: int, shard_size: int) -> Path:
+    """The first `n` built-in digits at 8x8, labelled, packed into shards of `shard_size` (shuffled by pack)."""
+    from distgan.data.builtin import load_digits
+
+    x, y = load_digits(8)
+    np.savez(tmp / f"d{n}.npz", x=x[:n].numpy(), y=y[:n].numpy())
+    assert cli("data", "pack", tmp / f"d{n}.npz", tmp / f"d{n}", "--shard-size", shard_size, "--quiet") == 0
+    return tmp / f"d{n}"

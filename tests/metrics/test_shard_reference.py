@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from distgan.config import load_config
 from distgan.data.builtin import load_digits
 from distgan.data.stream import ShardReference
-from tests.data.util import cli
+from tests.data.util import pack_digits
 from tests.helpers import TINY_DCGAN, run_cli
 
 # The digits classifier judges the built-in digits only: shards get a user extractor by import path.
@@ -23,11 +22,7 @@ FEATURES = "tests.metrics.test_extractors_and_config:tiny_features"
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """The first 600 digits at 8x8 in shards of 100."""
-    tmp = tmp_path_factory.mktemp("ref_shards")
-    x, y = load_digits(8)
-    np.savez(tmp / "d600.npz", x=x[:600].numpy(), y=y[:600].numpy())
-    assert cli("data", "pack", tmp / "d600.npz", tmp / "d600", "--shard-size", 100, "--quiet") == 0
-    return tmp / "d600"
+    return pack_digits(tmp_path_factory.mktemp("ref_shards"), 600, 100)
 
 
 def _data_cfg(shards):
