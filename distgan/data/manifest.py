@@ -80,6 +80,7 @@ class Manifest:
 class Shard:
     path: str
     count: int
+    sha256: str = ""  # from the manifest: names the shard's content wherever it lives
 
 
 @dataclass
@@ -127,11 +128,11 @@ def resolve_shards(spec: str) -> ShardSet:
         directory = Path(p).parent
         if directory not in manifests:
             manifests[directory] = Manifest.load(directory)
-        counts = {s.name: s.count for s in manifests[directory].shards}
+        entries = {s.name: s for s in manifests[directory].shards}
         name = Path(p).name
-        if name not in counts:
+        if name not in entries:
             raise DataError(f"{p} is not listed in {directory / MANIFEST}")
-        shards.append(Shard(p, counts[name]))
+        shards.append(Shard(p, entries[name].count, entries[name].sha256))
     first, *others = manifests.values()
     for directory, man in zip(list(manifests)[1:], others):
         for attr in ("kind", "fields", "channels", "classes"):

@@ -459,20 +459,15 @@ class ShardReference:
         self.shards = shardset.shards
         self.count = min(num, shardset.total) if num > 0 else shardset.total
         self.directory = Path(self.shards[0].path).parent
-        checksums: dict[Path, dict[str, str]] = {}  # the selected shards' checksums name the data
-        lines = []
-        for shard in self.shards:
-            directory = Path(shard.path).parent
-            if directory not in checksums:
-                checksums[directory] = {e.name: e.sha256 for e in Manifest.load(directory).shards}
-            lines.append(f"{checksums[directory][Path(shard.path).name]} {shard.count}")
-        listing = "\n".join(lines)
+        # The selected shards' checksums and counts name the data, wherever it lives.
+        listing = "\n".join(f"{shard.sha256} {shard.count}" for shard in self.shards)
         self.digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Raw samples [start, stop) as ((n, C, R, R) float in [-1, 1], (n,) labels or None)."""
         stop = min(stop, self.count)
         c, r = self.spec.channels, self.spec.resolution
+        name = self.spec.image_fields[0]
         images, labels = [], []
         first = 0  # raw index of the current shard's first sample
         for shard in self.shards:
@@ -486,7 +481,6 @@ class ShardReference:
                         if i < start:
                             continue
                         try:
-                            name = self.spec.image_fields[0]
                             images.append(decode_image(fields[name], name, c, self.spec))  # (R, R, C) uint8
                             labels.append(int(fields["cls"]) if self.spec.labelled else -1)
                         except Exception as exc:  # as in training: skip the bad sample, name it

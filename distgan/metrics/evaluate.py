@@ -114,16 +114,20 @@ def check_applicable(metrics: list[str], game, extractor: Optional[Extractor], c
             raise ConfigError(f"eval.metrics={m} needs a conditional game (samples with requested labels); "
                               f"game.name={cfg.game.name} is unconditional")
     needs_logits = [m for m in ("is", "class_acc") if m in metrics]
-    if "modes" in metrics and cfg.data.name not in POINT_DATA:
+    if _modes_from_classifier(metrics, cfg):
         needs_logits.append("modes")
     if needs_logits and extractor is not None and extractor.num_classes == 0:
         raise ConfigError(f"eval.metrics={needs_logits[0]} needs class logits; eval.features={cfg.eval.features} "
                           f"gives features only")
 
 
+def _modes_from_classifier(metrics: list[str], cfg: Config) -> bool:
+    """Modes of image data (stacked digits) are the classifier's decisions, read from its logits."""
+    return "modes" in metrics and cfg.data.name not in POINT_DATA
+
+
 def needs_extractor(metrics: list[str], cfg: Config) -> bool:
-    # Modes of image data (stacked digits) are read from the classifier's logits.
-    return any(m in _IMAGE_METRICS for m in metrics) or ("modes" in metrics and cfg.data.name not in POINT_DATA)
+    return any(m in _IMAGE_METRICS for m in metrics) or _modes_from_classifier(metrics, cfg)
 
 
 def needs_reference(metrics: list[str]) -> bool:
