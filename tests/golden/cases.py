@@ -1,0 +1,81 @@
+"""Short runs of every shipped config (and of the game options) whose losses are kept as
+golden numbers in `losses.json`, as torchtitan keeps golden losses: a refactor of the trainer
+or of a game that changes what is computed changes them.
+
+`python -m tests.golden.cases --record` rewrites losses.json from the current code (do it only
+for a change that is meant to alter training, and say so in the commit); without
+`--record` it prints each case's losses and the sha256 of its final weights (nets + EMA), which
+are bitwise comparable on one machine only (floats differ between CPU kinds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.helpers import TINY_DCGAN
+
+STEPS = 4
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "losses.json"
+_COMMON = [f"train.steps={STEPS}", "log.every=1", "log.sample_every=0", "ckpt.every=0", "log.progress=false",
+           "train.ema_start=1"]
+_TINY = [o for o in TINY_DCGAN if not o.startswith("train.batch_size")] + ["train.batch_size=8"]
+_BN_FREE = ["model.g.norm=none", "model.d.norm=none"]
+
+CASES: dict[str, list[str]] = {
+    "dcgan": ["configs/dcgan_digits.yaml", *_TINY],
+    "lsgan": ["configs/lsgan_digits.yaml", *_TINY],
+    "hinge": ["configs/hinge_digits.yaml", *_TINY],
+    "wgan_clip": ["configs/wgan_digits.yaml", *_TINY],
+    "wgangp": ["configs/wgangp_digits.yaml", *_TINY],
+    "gan_mlp": ["configs/gan_mlp_digits.yaml", "train.batch_size=8", "data.resolution=8"],
+    "ring": ["configs/gan_ring.yaml", "train.batch_size=32"],
+    "grid": ["configs/gan_grid.yaml", "train.batch_size=32"],
+    "stacked": ["configs/dcgan_stacked_digits.yaml", *_TINY],
+    "r1_eager": ["configs/dcgan_digits.yaml", *_TINY, *_BN_FREE, "game.r1_gamma=1.0"],
+    "r1_lazy": ["configs/dcgan_digits.yaml", *_TINY, *_BN_FREE, "game.r1_gamma=1.0", "game.r1_interval=2"],
+    "smoothing_accum": ["configs/dcgan_digits.yaml", *_TINY, "game.label_smoothing=0.1", "train.grad_accum=2"],
+    "bf16": ["configs/dcgan_digits.yaml", *_TINY, "train.precision=bf16"],
+    "sync_bn": ["configs/dcgan_digits.yaml", *_TINY, "model.sync_bn=true"],
+}
+
+
+def run_case(name: str, run_dir: Path) -> dict:
+    """Train case `name` in this process; its losses per step and the sha256 of its weights."""
+    import torch
+
+    from distgan.cli import main
+    from tests.helpers import flat_tensors, latest_state, metrics
+
+    torch.set_num_threads(1)
+    code = main(["train", *CASES[name], *_COMMON, f"run.dir={run_dir}"])
+    assert code == 0, f"case {name} exited {code}"
+    losses = {m["step"]: {k: v for k, v in m.items() if k.startswith("loss/")} for m in metrics(run_dir)}
+    state = latest_state(run_dir)
+    digest = hashlib.sha256()
+    for key, t in sorted(flat_tensors({"nets": state["nets"], "ema": state["ema"]}).items()):
+        digest.update(key.encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    return {"losses": {str(k): v for k, v in losses.items()}, "weights_sha256": digest.hexdigest()}
+
+
+def main(argv: list[str]) -> int:
+    record = "--record" in argv
+    names = [a for a in argv if not a.startswith("--")] or list(CASES)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            results[name] = run_case(name, Path(tmp) / name)
+            print(name, results[name]["weights_sha256"], flush=True)
+    if record:
+        GOLDEN.write_text(json.dumps({n: r["losses"] for n, r in results.items()}, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {GOLDEN}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
