@@ -1,8 +1,8 @@
 """Command line: `distgan train | sample | export | report | data | bench`.
 
 The entry point stays small: parse, build, run, close. Errors a user can fix
-(config, data, checkpoints) are printed as one line naming the problem, with a
-non-zero exit code, not as a traceback.
+(config, data, checkpoints: `DistganError`) are printed as one line naming the
+problem, with exit code 2; any other exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from distgan.errors import ConfigError
     from distgan.log import image_grid, save_png
     from distgan.sampling import generate
     from distgan.train.export import load_generator
@@ -62,7 +63,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         else:
             save_png(image_grid(samples), out)
     else:
-        raise ValueError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
+        raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
     print(f"wrote {args.num} samples to {out}")
     return 0
 
@@ -197,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DistganError, FileNotFoundError, ValueError) as exc:
-        # ValueError: bad values that reach a builder (e.g. an unknown architecture).
+    except DistganError as exc:
+        # Only errors a user can fix (config, data, checkpoints) become one line; anything else
+        # is a bug or an environment failure and keeps its traceback.
         if os.environ.get("DISTGAN_DEBUG"):
             raise
         print(f"distgan {args.command}: error: {exc}", file=sys.stderr)

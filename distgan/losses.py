@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distgan.errors import ConfigError
+
 # ----------------------------------------------------------------- discriminator side
 
 
@@ -95,4 +97,4 @@ def adversarial(name: str) -> AdversarialLoss:
     try:
         return ADVERSARIAL[name]
     except KeyError:
-        raise ValueError(f"unknown adversarial loss {name!r}; choose from {', '.join(ADVERSARIAL)}") from None
+        raise ConfigError(f"unknown adversarial loss {name!r}; choose from {', '.join(ADVERSARIAL)}") from None

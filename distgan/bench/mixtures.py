@@ -25,6 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
+from distgan.errors import ConfigError
+
 # PacGAN (Lin et al. 2018), Table 1, as quoted in DESIGN.md: (modes captured, high-quality %).
 PACGAN_TABLE1 = {
     "ring": {"GAN": (6.3, 98.2), "PacGAN4": (7.8, 95.9)},
@@ -69,7 +71,7 @@ def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path,
 
     cfg = load_config(config, list(overrides) + [f"train.seed={seed}", f"run.dir={run_dir}", "train.resume=never"])
     if cfg.data.name not in MIXTURES:
-        raise ValueError(f"{config}: data.name={cfg.data.name} is not a 2-D mixture ({', '.join(MIXTURES)})")
+        raise ConfigError(f"{config}: data.name={cfg.data.name} is not a 2-D mixture ({', '.join(MIXTURES)})")
     _reset_accelerate()
     t0 = time.perf_counter()
     trainer = Trainer(cfg)

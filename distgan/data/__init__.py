@@ -7,6 +7,7 @@ resumes in place. `build_source` picks the source from the config.
 
 from distgan.data.base import Batch, DataInfo, DataSource
 from distgan.data.builtin import build_builtin, builtin_info, builtin_names
+from distgan.errors import ConfigError
 
 __all__ = ["Batch", "DataInfo", "DataSource", "build_source", "builtin_names", "data_info"]
 
@@ -21,7 +22,7 @@ def build_source(cfg, *, global_batch: int, rank: int, world_size: int, device=N
 
         return ShardSource(cfg.data, global_batch=global_batch, rank=rank, world_size=world_size,
                            seed=cfg.train.seed, device=device)
-    raise ValueError(f"data.name={cfg.data.name!r}: unknown data source")
+    raise ConfigError(f"data.name={cfg.data.name!r}: unknown data source")
 
 
 def data_info(cfg) -> DataInfo:
@@ -32,4 +33,4 @@ def data_info(cfg) -> DataInfo:
         from distgan.data.stream import data_info_from_config
 
         return data_info_from_config(cfg.data)  # from manifest.json: no tar is opened
-    raise ValueError(f"data.name={cfg.data.name!r}: unknown data source")
+    raise ConfigError(f"data.name={cfg.data.name!r}: unknown data source")

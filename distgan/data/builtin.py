@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distgan.data.base import Batch, DataInfo, derive_seed
+from distgan.errors import ConfigError
 
 _STREAM_DATA = 0x5EED_DA7A  # separates data draws from other seeded streams
 
@@ -243,7 +244,7 @@ def builtin_info(data_cfg) -> DataInfo:
 
 def build_builtin(data_cfg, *, global_batch: int, rank: int, world_size: int, seed: int, device=None):
     if global_batch % world_size:
-        raise ValueError(f"global batch {global_batch} does not split over {world_size} processes")
+        raise ConfigError(f"global batch {global_batch} does not split over {world_size} processes")
     common = dict(global_batch=global_batch, rank=rank, world_size=world_size, seed=seed, device=device)
     if data_cfg.name in MIXTURES:
         return MixtureSource(data_cfg.name, **common)

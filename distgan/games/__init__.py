@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from distgan.data.base import DataInfo
+from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
 from distgan.games.gan import AdversarialGame
 
@@ -16,7 +17,7 @@ __all__ = ["GAMES", "Game", "Phase", "StepContext", "GENERATOR", "DISCRIMINATOR"
 def build_game(cfg, info: DataInfo) -> Game:
     cls = GAMES.get(cfg.game.name)
     if cls is None:
-        raise ValueError(f"game.name={cfg.game.name!r} is not a known game; choose from {', '.join(GAMES)}")
+        raise ConfigError(f"game.name={cfg.game.name!r} is not a known game; choose from {', '.join(GAMES)}")
     game = cls(cfg, info)
     game.info = info
     return game

@@ -10,6 +10,7 @@ from typing import Callable
 from torch import nn
 
 from distgan.data.base import DataInfo
+from distgan.errors import ConfigError
 from distgan.models import dcgan, mlp
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
@@ -29,5 +30,5 @@ def build_net(role: str, key: str, net_cfg, model_cfg, info: DataInfo) -> nn.Mod
     """Build the `role` net described by `net_cfg` (found at config key `key`)."""
     builder = _BUILDERS.get((net_cfg.arch, role))
     if builder is None:
-        raise ValueError(f"{key}.arch={net_cfg.arch!r} has no {role}; choose from {', '.join(architectures())}")
+        raise ConfigError(f"{key}.arch={net_cfg.arch!r} has no {role}; choose from {', '.join(architectures())}")
     return builder(net_cfg, model_cfg, info)

@@ -9,13 +9,14 @@ import math
 from torch import Tensor, nn
 
 from distgan.data.base import DataInfo
+from distgan.errors import ConfigError
 
 
 def _num_stages(resolution: int) -> int:
     """Number of x2 up/down-samplings between 4x4 and `resolution`."""
     stages = int(math.log2(resolution)) - 2
     if resolution < 8 or 4 * 2**stages != resolution:
-        raise ValueError(f"dcgan needs data.resolution a power of two >= 8, got {resolution}")
+        raise ConfigError(f"dcgan needs data.resolution a power of two >= 8, got {resolution}")
     return stages
 
 
@@ -73,7 +74,7 @@ class DCGANDiscriminator(nn.Module):
 
 def _check_images(info: DataInfo) -> None:
     if info.kind != "images":
-        raise ValueError("dcgan works on images; use arch=mlp for 2-D point data")
+        raise ConfigError("dcgan works on images; use arch=mlp for 2-D point data")
 
 
 def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
