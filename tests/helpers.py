@@ -18,21 +18,35 @@ TINY_DCGAN = ["data.resolution=8", "model.z_dim=16", "model.g.width=8", "model.d
               "train.batch_size=8", "log.sample_count=16"]
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(cpu: bool = False) -> dict[str, str]:
+    """The environment of a CLI run; `cpu`: no GPU visible (CUDA_VISIBLE_DEVICES="")."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     env.pop("WANDB_API_KEY", None)
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
-def run_cli(*args: str, procs: int = 1, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`distgan ARGS` in 1 process, or under `accelerate launch` with `procs` gloo processes."""
+def run_cli(*args: str, procs: int = 1, check: bool = True, timeout: float = 300,
+            cpu: bool | None = None) -> subprocess.CompletedProcess:
+    """`distgan ARGS` in 1 process, or under `accelerate launch` with `procs` gloo processes.
+
+    `cpu` (default: True when procs > 1) hides every GPU from the run. Multi-process
+    runs here are tests of gloo collectives and must be CPU processes on any machine:
+    with a GPU visible, any code that follows Accelerate's device (the trainer before it
+    honoured use_cpu, `distgan eval`'s PartialState) puts rank r on cuda:r, and rank 1
+    of a 1-GPU machine fails with "invalid device ordinal". Pass cpu=False to test that
+    launch/cpu.yaml alone keeps a run on the CPU of a GPU machine; cpu=True with procs=1
+    makes a one-process run comparable with a multi-process one on a GPU machine.
+    """
     if procs == 1:
         cmd = [sys.executable, "-m", "distgan", *args]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu.yaml"),
                "--num_processes", str(procs), "--main_process_port", str(_free_port()), "-m", "distgan", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    env = cli_env(cpu=procs > 1 if cpu is None else cpu)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -13,6 +13,7 @@ import queue
 import socket
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -28,6 +29,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def _cuda_hidden():
+    """Start children with CUDA_VISIBLE_DEVICES="" in their environment.
+
+    These are gloo tests of collectives: every rank must be a CPU process whatever GPUs
+    the machine has. With a GPU visible, code under test that follows Accelerate's device
+    (PartialState, DDP) puts rank r on cuda:r, so a 1-GPU machine fails with "invalid
+    device ordinal" on rank 1 (seen on an H200). The variable is read once, when CUDA
+    initialises in a process, so it must be in place before the child's first CUDA call;
+    a spawned child is a fresh interpreter that inherits the environment at start(), so
+    setting it here (and only around start, leaving this process's CUDA alone) is the
+    earliest point there is.
+    """
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
 def _worker(rank, world_size, port, timeout, fn, args, results) -> None:
     # Two ranks on two cores: intra-op threads would only oversubscribe.
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -35,6 +60,8 @@ def _worker(rank, world_size, port, timeout, fn, args, results) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     try:
+        # Hidden by _cuda_hidden() in the parent; fail loudly if something re-exposed it.
+        assert not torch.cuda.is_available(), "gloo test workers must not see a GPU"
         # Collectives time out before the parent gives up, so a hang is reported with
         # the child's traceback (which collective) rather than a bare parent timeout.
         pg_timeout = timedelta(seconds=0.75 * timeout)
@@ -65,8 +92,9 @@ def run_gloo(fn: Callable[..., Any], world_size: int = 2, *args: Any, timeout: f
         ctx.Process(target=_worker, args=(r, world_size, port, timeout, fn, args, results), daemon=True)
         for r in range(world_size)
     ]
-    for p in procs:
-        p.start()
+    with _cuda_hidden():
+        for p in procs:
+            p.start()
 
     outputs: dict[int, Any] = {}
     deadline = time.monotonic() + timeout
