@@ -39,32 +39,69 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if stopped else 0
 
 
+def _sample_conditions(args: argparse.Namespace, game):
+    """Conditions from `distgan sample`'s flags (None: the game draws them), and the grid's row length."""
+    import torch
+
+    from distgan.errors import ConfigError
+    from distgan.games import Conditions
+
+    if args.label is not None:
+        if not game.conditional:
+            raise ConfigError(f"--label: game.name={type(game).__name__} is unconditional (no labels to ask for)")
+        classes = game.info.num_classes
+        if args.label == "all":  # --num per class, class-major: one grid row per class
+            return Conditions(labels=torch.arange(classes).repeat_interleave(args.num)), args.num
+        try:
+            label = int(args.label)
+        except ValueError:
+            raise ConfigError(f"--label {args.label!r}: expected a class index or all") from None
+        if not 0 <= label < classes:
+            raise ConfigError(f"--label {label}: this run has classes 0..{classes - 1}")
+        return Conditions(labels=torch.full((args.num,), label, dtype=torch.long)), 0
+    if args.inputs:
+        if not game.image_input:
+            raise ConfigError(f"--inputs: game.name={type(game).__name__} generates from noise, not from images")
+        images = torch.from_numpy(np.load(args.inputs)).float()
+        if images.dim() != 4 or tuple(images.shape[1:]) != tuple(game.info.shape):
+            raise ConfigError(f"--inputs {args.inputs}: expected (N, {', '.join(map(str, game.info.shape))}) "
+                              f"images in [-1, 1], got {tuple(images.shape)}")
+        return Conditions(images=images), 0
+    return None, 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from distgan.errors import ConfigError
-    from distgan.log import image_grid, save_png
-    from distgan.sampling import generate
+    from distgan.log import save_png
+    from distgan.sampling import generate, sheet
     from distgan.train.export import load_generator
 
     game, nets, _cfg = load_generator(Path(args.source), use_ema=not args.no_ema)
-    samples = generate(game, nets, args.num, seed=args.seed, device=torch.device("cpu"), policy=args.bn)
     out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
+    conditions, nrow = _sample_conditions(args, game)
+    num = len(conditions) if conditions is not None else args.num
+    samples = generate(game, nets, num, seed=args.seed, device=torch.device("cpu"), policy=args.bn,
+                       conditions=conditions)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, samples.numpy())
-    elif out.suffix == ".png":
-        if samples.dim() == 2:
-            from distgan.data.builtin import mixture
-            from distgan.log import scatter_image
+        np.save(out, samples.x.numpy())
+    elif samples.x.dim() == 2:
+        from distgan.data.builtin import mixture
+        from distgan.log import scatter_image
 
-            modes, _ = mixture(_cfg.data.name)
-            save_png(scatter_image(samples, float(modes.abs().max()) * 1.25, reference=modes), out)
-        else:
-            save_png(image_grid(samples), out)
+        modes, _ = mixture(_cfg.data.name)
+        save_png(scatter_image(samples.x, float(modes.abs().max()) * 1.25, reference=modes), out)
     else:
-        raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
-    print(f"wrote {args.num} samples to {out}")
+        save_png(sheet(samples, nrow), out)
+    if args.labels_out:
+        if samples.labels is None:
+            raise ConfigError("--labels-out: this game's samples have no labels (unconditional)")
+        np.save(args.labels_out, samples.labels.numpy())
+    print(f"wrote {num} samples to {out}")
     return 0
 
 
@@ -162,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-ema", action="store_true", help="use the trained G, not its EMA")
     sample.add_argument("--bn", choices=["standing", "running", "train"], default="standing",
                         help="BatchNorm policy for the generator (see distgan.sampling)")
+    sample.add_argument("--label", default=None,
+                        help="conditional games: class L for every sample, or all (--num per class, class-major)")
+    sample.add_argument("--labels-out", default="", help="conditional games: write the samples' labels (.npy)")
+    sample.add_argument("--inputs", default="", help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate")
     sample.set_defaults(func=_cmd_sample)
     _add_data_commands(sub)
 

@@ -14,13 +14,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
 from distgan.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "load_config", "from_dict", "parse_overrides", "dump_yaml"]
+__all__ = ["Config", "ConfigError", "GameConfig", "OptimizerConfig", "load_config", "from_dict", "parse_overrides", "dump_yaml"]
 
 
 # --------------------------------------------------------------------------- components
@@ -76,16 +76,32 @@ class ModelConfig:
 
 @dataclass
 class GameConfig:
-    # Family of the two-player game (distgan.games). `gan`: G(z) vs D(x).
-    name: str = "gan"
-    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
-    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
-    n_critic: int = 1  # D steps per G step
-    label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
-    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
-    r1_gamma: float = 0.0  # R1 penalty weight on real data
-    r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
-    clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
+    """Base of every game's config section (`game:`). Each game subclasses it next to its code
+    (`Game.Config`, e.g. distgan.games.gan.AdversarialConfig) with the keys only it reads, so
+    adding a variant never grows one shared section; `game.name` picks the class, and keys of
+    another game are unknown keys."""
+
+    name: str = "gan"  # a registered game (distgan.games.GAMES) or module.path:GameClass
+
+    # Optimizer groups (`optim.<group>`) this game accepts; the game maps each to its nets.
+    optimizer_groups: ClassVar[tuple[str, ...]] = ("g", "d")
+
+    def validate(self, cfg: "Config") -> None:
+        """Cross-field checks against the whole config; raise ConfigError naming the key."""
+
+
+def _game_config_class(data: Any) -> type:
+    """The config class of the game that `game.name` names (default `gan`)."""
+    from distgan.games import game_class
+
+    name = data.get("name", "gan") if isinstance(data, dict) else "gan"
+    if not isinstance(name, str):
+        raise ConfigError(f"game.name expects a string, got {name!r}")
+    return game_class(name).Config
+
+
+def _default_game_config() -> GameConfig:
+    return _game_config_class({})()
 
 
 @dataclass
@@ -94,12 +110,6 @@ class OptimizerConfig:
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
     weight_decay: float = 0.0
-
-
-@dataclass
-class OptimConfig:
-    g: OptimizerConfig = field(default_factory=OptimizerConfig)
-    d: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
 @dataclass
@@ -188,8 +198,11 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    game: GameConfig = field(default_factory=GameConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    # The section's class follows game.name (each game owns its keys).
+    game: GameConfig = field(default_factory=_default_game_config, metadata={"resolve": _game_config_class})
+    # One optimizer per group the game declares (`optim.g`, `optim.d` for the adversarial games);
+    # groups left out get the defaults of OptimizerConfig.
+    optim: dict[str, OptimizerConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -213,8 +226,6 @@ def validate(cfg: Config) -> None:
         "train.batch_size": cfg.train.batch_size,
         "train.grad_accum": cfg.train.grad_accum,
         "train.max_bad_steps": cfg.train.max_bad_steps,
-        "game.n_critic": cfg.game.n_critic,
-        "game.r1_interval": cfg.game.r1_interval,
         "log.every": cfg.log.every,
         "log.sample_count": cfg.log.sample_count,
         "model.z_dim": cfg.model.z_dim,
@@ -230,9 +241,6 @@ def validate(cfg: Config) -> None:
         "ckpt.every": cfg.ckpt.every,
         "log.sample_every": cfg.log.sample_every,
         "train.ema_start": cfg.train.ema_start,
-        "game.gp_weight": cfg.game.gp_weight,
-        "game.r1_gamma": cfg.game.r1_gamma,
-        "game.clip": cfg.game.clip,
         "data.num_workers": cfg.data.num_workers,
     }
     for key, value in non_negative.items():
@@ -242,21 +250,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"ckpt.keep must be >= 1, got {cfg.ckpt.keep}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
-    if not 0.0 <= cfg.game.label_smoothing < 1.0:
-        raise ConfigError(f"game.label_smoothing must be in [0, 1), got {cfg.game.label_smoothing}")
-    if cfg.game.label_smoothing and cfg.game.loss not in ("nonsaturating", "minimax"):
-        raise ConfigError(
-            f"game.label_smoothing applies to the cross-entropy losses only, not game.loss={cfg.game.loss}"
-        )
-    if cfg.game.clip and cfg.game.gp_weight:
-        raise ConfigError("game.clip and game.gp_weight both constrain D's Lipschitz constant; set only one")
-    if cfg.model.d.norm == "batch" and cfg.game.gp_weight:
-        raise ConfigError(
-            "game.gp_weight with model.d.norm=batch: the gradient penalty is per sample, "
-            "which BatchNorm breaks (WGAN-GP paper, sec. 4); use model.d.norm=none"
-        )
-    if len(cfg.optim.g.betas) != 2 or len(cfg.optim.d.betas) != 2:
-        raise ConfigError("optim.g.betas and optim.d.betas need exactly two values")
+    _validate_optim(cfg)
+    cfg.game.validate(cfg)
     if cfg.data.name == "shards" and not cfg.data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
     if cfg.data.shuffle_buffer < 0:
@@ -279,6 +274,22 @@ def validate(cfg: Config) -> None:
     mode = cfg.train.resume
     if mode not in ("never", "auto") and not Path(mode).exists():
         raise ConfigError(f"train.resume={mode!r}: expected never, auto or an existing checkpoint path")
+
+
+def _validate_optim(cfg: Config) -> None:
+    """Every optimizer group the game declares gets a config (defaults where left out); any other
+    `optim.<key>` is an error naming it."""
+    groups = type(cfg.game).optimizer_groups
+    for key in cfg.optim:
+        if key not in groups:
+            raise ConfigError(f"unknown config key optim.{key}: game.name={cfg.game.name} has the optimizer "
+                              f"groups {', '.join(groups)}")
+    cfg.optim = {g: cfg.optim.get(g) or OptimizerConfig() for g in groups}
+    for g, ocfg in cfg.optim.items():
+        if len(ocfg.betas) != 2:
+            raise ConfigError(f"optim.{g}.betas needs exactly two values, got {ocfg.betas}")
+        if ocfg.lr < 0:
+            raise ConfigError(f"optim.{g}.lr must be >= 0, got {ocfg.lr}")
 
 
 def eval_metrics(data_name: str, metrics: list[str]) -> list[str]:
@@ -354,6 +365,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is dict:
+        _, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping, got {value!r}")
+        return {k: (_build(value_tp, v, f"{key}.{k}") if dataclasses.is_dataclass(value_tp)
+                    else _coerce(v, value_tp, f"{key}.{k}")) for k, v in value.items()}
     if origin in (list, tuple):
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):
@@ -404,7 +421,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         if f.name not in data:
             continue
         key = f"{prefix}.{f.name}" if prefix else f.name
-        tp = hints[f.name]
+        resolve = f.metadata.get("resolve")
+        tp = resolve(data[f.name]) if resolve else hints[f.name]
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[f.name], key)
         else:

@@ -13,18 +13,24 @@ pictures and metrics:
 
 Sampling always works on copies, so it never disturbs training state, and runs
 with cross-replica BatchNorm in local mode, so one rank can sample alone.
+
+Conditions (labels, codes, input images) are given for all `num` samples and cut
+into the same blocks as the noise; what they leave open, the game draws.
 """
 
 from __future__ import annotations
 
 import copy
 from contextlib import ExitStack
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping, Optional
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from distgan.games.base import StepContext
+from distgan.data.base import Batch
+from distgan.errors import ConfigError
+from distgan.games.base import Conditions, Samples, StepContext
 
 BNPolicy = Literal["standing", "running", "train"]
 _STREAM_SAMPLES = 0x5A3F1E
@@ -51,8 +57,12 @@ def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device) -> StepConte
 
 @torch.no_grad()
 def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed: int, batch: int,
-                 device: torch.device) -> dict[str, nn.Module]:
-    """Copies of `nets` set up for sampling under `policy`."""
+                 device: torch.device, conditions: Optional[Conditions] = None) -> dict[str, nn.Module]:
+    """Copies of `nets` set up for sampling under `policy`. Image-input games estimate standing
+    statistics on (the first `batch` of) the given input images."""
+    standing = None
+    if conditions is not None and conditions.images is not None:
+        standing = Conditions(images=conditions.images[:batch]).to(device)
     copies = {name: copy.deepcopy(net) for name, net in nets.items()}
     uses_bn = any(_has_batchnorm(net) for net in copies.values())
     if not uses_bn or policy == "running":
@@ -65,20 +75,78 @@ def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
                 m.momentum = None  # cumulative average over the standing batches
+    n = batch if standing is None else len(standing.images)
     with _local_stats(copies):
         for i in range(STANDING_BATCHES):
-            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), batch, device))
+            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), n, device), standing)
     return {name: net.eval() for name, net in copies.items()}
 
 
 @torch.no_grad()
 def generate(game, nets: Mapping[str, nn.Module], num: int, *, seed: int, device: torch.device,
-             policy: BNPolicy = "standing", batch: int = 256) -> Tensor:
-    """`num` samples (num, *sample_shape) on the CPU, in data space."""
-    ready = prepare_nets(game, nets, policy, seed=seed, batch=batch, device=device)
-    out = []
+             policy: BNPolicy = "standing", batch: int = 256, conditions: Optional[Conditions] = None) -> Samples:
+    """`num` samples on the CPU, in data space, with what they were conditioned on."""
+    check_conditions(game, conditions, num)
+    ready = prepare_nets(game, nets, policy, seed=seed, batch=batch, device=device, conditions=conditions)
+    out: list[Samples] = []
     with _local_stats(ready):
         for start in range(0, num, batch):
             n = min(batch, num - start)
-            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLES, start), n, device)).float().cpu())
-    return torch.cat(out)
+            rows = conditions.rows(start, start + n).to(device) if conditions is not None else None
+            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLES, start), n, device), rows).to("cpu"))
+    return _concat(out)
+
+
+def _concat(parts: list[Samples]) -> Samples:
+    def cat(values):
+        return None if values[0] is None else torch.cat(values)
+
+    return Samples(x=torch.cat([p.x.float() for p in parts]), labels=cat([p.labels for p in parts]),
+                   codes={k: torch.cat([p.codes[k] for p in parts]) for k in parts[0].codes},
+                   inputs=cat([p.inputs for p in parts]))
+
+
+def check_conditions(game, conditions: Optional[Conditions], num: int) -> None:
+    """ConfigError for conditions this game cannot take, or of the wrong size."""
+    if conditions is None:
+        if game.image_input:
+            raise ConfigError(f"{type(game).__name__} translates input images: give them (distgan sample --inputs)")
+        return
+    if conditions.labels is not None:
+        if not game.conditional:
+            raise ConfigError(f"{type(game).__name__} is unconditional: it takes no labels")
+        classes = game.info.num_classes
+        bad = conditions.labels[(conditions.labels < 0) | (conditions.labels >= classes)]
+        if len(bad):
+            raise ConfigError(f"label {int(bad[0])} is not a class of this run (0..{classes - 1})")
+    if conditions.images is not None and not game.image_input:
+        raise ConfigError(f"{type(game).__name__} generates from noise: it takes no input images")
+    for name, t in (("labels", conditions.labels), ("images", conditions.images), *conditions.codes.items()):
+        if t is not None and len(t) != num:
+            raise ConfigError(f"{len(t)} {name} given for {num} samples")
+
+
+def grid_conditions(game, count: int, preview: Optional[Callable[[int], Batch]]) -> tuple[Optional[Conditions], int]:
+    """What the training sample grid shows, and images per row: one row per class for conditional
+    games, input | output pairs for image-input games, else a square of unconditional samples."""
+    if game.conditional:
+        classes = game.info.num_classes
+        per_class = max(1, count // classes)
+        return Conditions(labels=torch.arange(classes).repeat_interleave(per_class)), per_class
+    if game.image_input:
+        pairs = max(1, count // 2)
+        return Conditions(images=preview(pairs).x.cpu()), 2 * max(1, int(np.sqrt(pairs)))
+    return None, 0
+
+
+def sheet(samples: Samples, nrow: int = 0) -> np.ndarray:
+    """An RGB grid of image samples: each input next to its output when there are inputs."""
+    from distgan.log import image_grid
+
+    x = samples.x
+    if samples.inputs is not None:
+        inputs = samples.inputs.float()
+        if inputs.shape[1] != x.shape[1]:  # e.g. grey edges -> colour photo: show both in RGB
+            inputs, x = (t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t for t in (inputs, x))
+        x = torch.stack([inputs, x], 1).flatten(0, 1)  # (2N, C, H, W): input, output, input, ...
+    return image_grid(x, nrow=nrow or None)

@@ -82,7 +82,7 @@ def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path,
     _reset_accelerate()
 
     game, nets, run_cfg = load_generator(run_dir, use_ema=True)
-    samples = generate(game, nets, num, seed=sample_seed, device=torch.device("cpu"))
+    samples = generate(game, nets, num, seed=sample_seed, device=torch.device("cpu")).x
     modes, std = mixture(run_cfg.data.name)
     metrics = mode_metrics(samples, modes, std)
     return {"seed": seed, "data": run_cfg.data.name, "steps": steps, "wall_s": wall, **metrics}

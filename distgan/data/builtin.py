@@ -173,6 +173,10 @@ class TensorSource(_GlobalStream):
             self._perms[epoch] = perm
         return perm
 
+    def preview(self, count: int) -> Batch:
+        """The first `count` samples of the data set, without moving the stream (sample grids)."""
+        return Batch(x=self.x[:count], y=None if self.y is None else self.y[:count])
+
     def next_batch(self) -> Batch:
         n = len(self.x)
         start = self.draws * self.global_batch + self.offset

@@ -1,23 +1,55 @@
-"""Game registry: `game.name` -> the class that forms its players' losses."""
+"""Game registry: `game.name` -> the class that forms its players' losses.
+
+`game.name` is a registered name, or `module.path:GameClass` for a game that lives
+outside distgan (a research variant, or the contract's test games in tests/games).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
+from distgan.games.base import (
+    DISCRIMINATOR,
+    GENERATOR,
+    Conditions,
+    Game,
+    GameConfig,
+    Phase,
+    Samples,
+    StepContext,
+    pick,
+    touch,
+)
 from distgan.games.gan import AdversarialGame
 
 GAMES: dict[str, type[Game]] = {
     "gan": AdversarialGame,
 }
 
-__all__ = ["GAMES", "Game", "Phase", "StepContext", "GENERATOR", "DISCRIMINATOR", "build_game"]
+__all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",
+           "DISCRIMINATOR", "build_game", "game_class", "pick", "touch"]
+
+
+def game_class(name: str) -> type[Game]:
+    """The Game class named by `game.name`; ConfigError naming the key when there is none."""
+    if name in GAMES:
+        return GAMES[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"game.name={name!r}: cannot import it ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Game)):
+            raise ConfigError(f"game.name={name!r} is not a distgan.games.Game subclass")
+        return cls
+    raise ConfigError(f"game.name={name!r} is not a known game; choose from {', '.join(GAMES)} "
+                      f"or give module.path:GameClass")
 
 
 def build_game(cfg, info: DataInfo) -> Game:
-    cls = GAMES.get(cfg.game.name)
-    if cls is None:
-        raise ConfigError(f"game.name={cfg.game.name!r} is not a known game; choose from {', '.join(GAMES)}")
-    game = cls(cfg, info)
+    game = game_class(cfg.game.name)(cfg, info)
     game.info = info
     return game

@@ -1,27 +1,94 @@
-"""The two-player game abstraction the trainer runs.
+"""The game contract the trainer runs (docs/games.md).
 
-A `Game` owns named nets grouped into two players and the `Phase`s of one
-training step. A phase says which player it trains, how often, and how its loss
-terms are formed; the trainer does everything else (freezing the other player,
-accumulation, gradient sync, AMP, NaN guard, EMA, checkpoints) without knowing
-which family it is running.
+A `Game` owns named nets, grouped into two players (the generator player and the
+discriminator player) and into optimizer groups (`optim.<group>` in the config),
+and defines the `Phase`s of one training step. A phase names the nets it trains
+and how its loss terms are formed; the trainer does everything else (freezing
+every other net, accumulation, gradient sync, AMP, the non-finite guard, EMA,
+checkpoints) without knowing which family it is running.
+
+A game also owns its config section (a `GameConfig` subclass next to it), its
+state (`state_dict`, saved in every checkpoint) and its sampling: `sample` takes
+optional `Conditions` (labels, codes, input images) and returns `Samples`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
+from distgan.config import GameConfig
 from distgan.data.base import Batch, DataInfo, derive_seed
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
 
+# --------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Conditions:
+    """What a sample is asked to be. Every field is optional and batch-first."""
+
+    labels: Optional[Tensor] = None  # (B,) class indices (conditional games)
+    codes: dict[str, Tensor] = field(default_factory=dict)  # name -> (B, ...) latent codes (InfoGAN)
+    images: Optional[Tensor] = None  # (B, C, H, W) inputs of image-to-image games, in [-1, 1]
+
+    def __len__(self) -> int:
+        given = [t for t in (self.labels, self.images, *self.codes.values()) if t is not None]
+        return len(given[0]) if given else 0
+
+    def rows(self, lo: int, hi: int) -> "Conditions":
+        """Samples lo..hi of every field (for generating in blocks)."""
+        return Conditions(labels=None if self.labels is None else self.labels[lo:hi],
+                          codes={k: v[lo:hi] for k, v in self.codes.items()},
+                          images=None if self.images is None else self.images[lo:hi])
+
+    def to(self, device: torch.device) -> "Conditions":
+        return Conditions(labels=None if self.labels is None else self.labels.to(device),
+                          codes={k: v.to(device) for k, v in self.codes.items()},
+                          images=None if self.images is None else self.images.to(device))
+
+
+@dataclass
+class Samples:
+    """What `Game.sample` returns: samples in data space and what they were conditioned on."""
+
+    x: Tensor  # (B, *sample_shape)
+    labels: Optional[Tensor] = None  # (B,) the class each sample was asked to be
+    codes: dict[str, Tensor] = field(default_factory=dict)
+    inputs: Optional[Tensor] = None  # (B, C, H, W) the input images of image-to-image games
+
+    def to(self, device: torch.device) -> "Samples":
+        return Samples(x=self.x.to(device), labels=None if self.labels is None else self.labels.to(device),
+                       codes={k: v.to(device) for k, v in self.codes.items()},
+                       inputs=None if self.inputs is None else self.inputs.to(device))
+
+
+def pick(outputs, name: str = "logits") -> Tensor:
+    """One named output of a net that returns either a tensor (its logits) or a mapping of outputs."""
+    if isinstance(outputs, Tensor):
+        if name != "logits":
+            raise KeyError(f"this net returns its logits only, not {name!r}")
+        return outputs
+    return outputs[name]
+
+
+def touch(*outputs: Tensor) -> Tensor:
+    """A zero that depends on `outputs`: add it to a loss whose value does not depend on some
+    parameters that produced them (an R1-only loss leaves D's last bias without a gradient).
+    Every trained parameter then gets a gradient (zero), as DDP needs on every rank."""
+    return sum(o.float().sum() * 0.0 for o in outputs)
+
+
+# --------------------------------------------------------------------------- one micro-batch
+
+
 class StepContext:
-    """Randomness and autograd helpers for one micro-batch of one phase.
+    """Randomness, shared results and collectives for one micro-batch of one phase.
 
     Every random draw is made for the whole optimizer step, i.e. the *global*
     batch of all ranks and micro-batches (`total` samples), from a generator
@@ -29,15 +96,24 @@ class StepContext:
     `local_batch` samples starting at `offset`. So P processes x batch B x
     accumulation A draw exactly what 1 process x batch P*A*B draws, and a resumed
     run draws what the uninterrupted one did.
+
+    `memo` is this micro-batch's scratch space: what a phase stores there is given to
+    a later phase of the same step that reuses it (`Phase.reuses`).
     """
 
     def __init__(self, seed_parts: tuple[int, ...], *, total: int, offset: int, local_batch: int,
-                 device: torch.device, grad_scale: Optional[Callable[[], float]] = None):
+                 device: torch.device, grad_scale: Optional[Callable[[], float]] = None,
+                 all_gather: Optional[Callable[[Tensor], Tensor]] = None, memo: Optional[dict] = None,
+                 micro_global: Optional[tuple[int, int]] = None):
         self._gen = torch.Generator().manual_seed(derive_seed(*seed_parts))
         self.total, self.local_batch = total, local_batch
         self._lo = offset
         self.device = device
         self._grad_scale = grad_scale
+        self._all_gather = all_gather
+        self.memo: dict = {} if memo is None else memo
+        # (start, size) of this micro-batch's global batch within the `total` draws.
+        self._micro = micro_global or (0, total)
 
     def _slice(self, full: Tensor) -> Tensor:
         return full[self._lo : self._lo + self.local_batch].to(self.device)
@@ -54,10 +130,27 @@ class StepContext:
         """(B_local, *shape) integers in [0, high)."""
         return self._slice(torch.randint(high, (self.total, *shape), generator=self._gen))
 
+    def global_rand(self, *shape: int) -> Tensor:
+        """(B_global, *shape) uniform in [0, 1) for this micro-batch's *global* batch, the same on
+        every rank: for decisions about gathered samples (e.g. an image history)."""
+        lo, n = self._micro
+        return torch.rand(self.total, *shape, generator=self._gen)[lo : lo + n].to(self.device)
+
+    def gather(self, local: Tensor) -> Tensor:
+        """(B_local, ...) on every rank -> (B_global, ...) of this micro-batch, in rank order
+        (no gradient). On one process it is `local` itself."""
+        return local if self._all_gather is None else self._all_gather(local.detach().contiguous())
+
+    def mine(self, global_rows: Tensor) -> Tensor:
+        """This rank's rows of a (B_global, ...) tensor made by `gather`."""
+        lo, _ = self._micro
+        start = self._lo - lo
+        return global_rows[start : start + self.local_batch]
+
     def input_grad(self, outputs: Tensor, inputs: Tensor) -> Tensor:
         """d(sum outputs)/d(inputs) with a graph for penalties (GP, R1).
 
-        Under fp16 the outputs are scaled by the player's loss scale before the
+        Under fp16 the outputs are scaled by the phase's loss scale before the
         inner backward (small per-sample gradients underflow otherwise) and the
         result is unscaled, as the PyTorch AMP recipe for gradient penalties does.
         """
@@ -66,14 +159,24 @@ class StepContext:
         return grad / scale if scale != 1.0 else grad
 
 
+# --------------------------------------------------------------------------- phases and games
+
+
 @dataclass
 class Phase:
     name: str  # metric prefix, e.g. "D" -> loss/D/real
-    player: str  # GENERATOR or DISCRIMINATOR
+    player: str  # GENERATOR or DISCRIMINATOR: whose loss scaler and post-step hook it uses
     loss: Callable[[Optional[Batch], StepContext], dict[str, Tensor]]  # named terms; the total is their sum
+    # Nets whose parameters this phase updates (default: the player's nets). They must make up whole
+    # optimizer groups. The loss may call any other net; those are frozen and never updated here.
+    trains: tuple[str, ...] = ()
     repeats: int = 1  # optimizer steps per generator step (n_critic for D)
     interval: int = 1  # run only every `interval` generator steps (lazy regularization)
     uses_data: bool = True  # draw a real batch for it
+    # Name of an earlier phase of the same step whose real batches and `ctx.memo` (per micro-batch,
+    # from its last repeat) this phase gets instead of drawing new ones: e.g. a D step on the fakes
+    # the G step generated. That phase must run at every step this one does.
+    reuses: str = ""
 
 
 class Game:
@@ -81,15 +184,24 @@ class Game:
 
     `nets` holds the modules the losses call; the trainer replaces them by their
     distributed wrappers after building (`bind`). `ema_nets` are the nets whose
-    exponential moving average is kept and used for sampling.
+    exponential moving average is kept and used for sampling. `optimizer_groups`
+    maps each `optim.<group>` of the game's config to the nets it steps (default:
+    `g` -> the generator player's nets, `d` -> the discriminator player's).
     """
 
+    Config: ClassVar[type[GameConfig]] = GameConfig
     ema_nets: tuple[str, ...] = ("G",)
+    conditional: ClassVar[bool] = False  # sample() honours Conditions.labels
+    image_input: ClassVar[bool] = False  # sample() translates Conditions.images
     info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
 
     def __init__(self) -> None:
         self.nets: dict[str, nn.Module] = {}
         self.players: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def optimizer_groups(self) -> dict[str, tuple[str, ...]]:
+        return {"g": self.players[GENERATOR], "d": self.players[DISCRIMINATOR]}
 
     def bind(self, nets: Mapping[str, nn.Module]) -> None:
         self.nets = dict(nets)
@@ -97,9 +209,20 @@ class Game:
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
-    def after_step(self, player: str) -> None:
-        """Called after each optimizer step of `player` (e.g. weight clipping)."""
+    def after_step(self, phase: Phase) -> None:
+        """Called after each optimizer step of `phase` (e.g. weight clipping)."""
 
-    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext) -> Tensor:
-        """Generate ctx.local_batch samples in data space with the given nets."""
+    def state_dict(self) -> dict:
+        """The game's own training state (tensors and plain data), saved in every checkpoint.
+        It must be the same on every rank (rank 0's is saved)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds {sorted(state)}")
+
+    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
+               conditions: Optional[Conditions] = None) -> Samples:
+        """Generate ctx.local_batch samples in data space with the given nets; what `conditions`
+        leaves open (labels, codes) the game draws from `ctx`."""
         raise NotImplementedError

@@ -7,18 +7,68 @@ and the configs choose.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from dataclasses import dataclass
+from typing import Literal, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
+from distgan.errors import ConfigError
+from distgan.games.base import (
+    DISCRIMINATOR,
+    GENERATOR,
+    Conditions,
+    Game,
+    GameConfig,
+    Phase,
+    Samples,
+    StepContext,
+    touch,
+)
 from distgan.models import build_net
 
 
+@dataclass
+class AdversarialConfig(GameConfig):
+    """`game:` keys of `name: gan`."""
+
+    name: str = "gan"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
+    n_critic: int = 1  # D steps per G step
+    label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
+    r1_gamma: float = 0.0  # R1 penalty weight on real data
+    r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
+    clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
+
+    def validate(self, cfg) -> None:
+        for key in ("n_critic", "r1_interval"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("gp_weight", "r1_gamma", "clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"game.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss not in ("nonsaturating", "minimax"):
+            raise ConfigError(
+                f"game.label_smoothing applies to the cross-entropy losses only, not game.loss={self.loss}")
+        if self.clip and self.gp_weight:
+            raise ConfigError("game.clip and game.gp_weight both constrain D's Lipschitz constant; set only one")
+        # Per-sample penalties: BatchNorm mixes the samples of a batch, so the penalty of one sample
+        # depends on its batch-mates (WGAN-GP paper, sec. 4), and 1 and N processes would differ.
+        for key in ("gp_weight", "r1_gamma"):
+            if getattr(self, key) and cfg.model.d.norm == "batch":
+                raise ConfigError(f"game.{key} with model.d.norm=batch: the penalty is per sample, which "
+                                  f"BatchNorm breaks (WGAN-GP paper, sec. 4); use model.d.norm=none")
+
+
 class AdversarialGame(Game):
+    Config = AdversarialConfig
+
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
         self.cfg = cfg.game
@@ -62,9 +112,11 @@ class AdversarialGame(Game):
 
     def d_r1_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         real = batch.x.detach().requires_grad_(True)
-        grad = ctx.input_grad(self.nets["D"](real), real)
-        # Lazy regularization: applied every k steps with k times the weight.
-        return {"r1": 0.5 * self.cfg.r1_gamma * self.cfg.r1_interval * losses.r1_penalty(grad)}
+        logits = self.nets["D"](real)
+        grad = ctx.input_grad(logits, real)
+        # Lazy regularization: applied every k steps with k times the weight. The gradient of the
+        # input does not depend on D's last bias: touch it so DDP sees every parameter used.
+        return {"r1": 0.5 * self.cfg.r1_gamma * self.cfg.r1_interval * losses.r1_penalty(grad) + touch(logits)}
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         fake_logits = self.nets["D"](self.nets["G"](ctx.randn(self.z_dim)))
@@ -72,11 +124,12 @@ class AdversarialGame(Game):
 
     # ------------------------------------------------------------------ hooks
 
-    def after_step(self, player: str) -> None:
-        if player == DISCRIMINATOR and self.cfg.clip:
+    def after_step(self, phase: Phase) -> None:
+        if phase.player == DISCRIMINATOR and self.cfg.clip:
             with torch.no_grad():
                 for p in self.nets["D"].parameters():
                     p.clamp_(-self.cfg.clip, self.cfg.clip)
 
-    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext) -> Tensor:
-        return nets["G"](ctx.randn(self.z_dim))
+    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
+               conditions: Optional[Conditions] = None) -> Samples:
+        return Samples(nets["G"](ctx.randn(self.z_dim)))

@@ -108,9 +108,8 @@ def resolve_metrics(cfg: Config, metrics: Optional[list[str]] = None) -> list[st
 
 def check_applicable(metrics: list[str], game, extractor: Optional[Extractor], cfg: Config) -> None:
     """Errors before any work: metrics that this game or extractor cannot give."""
-    conditional = bool(getattr(game, "conditional", False))
     for m in ("class_acc", "intra_fid"):
-        if m in metrics and not conditional:
+        if m in metrics and not game.conditional:
             raise ConfigError(f"eval.metrics={m} needs a conditional game (samples with requested labels); "
                               f"game.name={cfg.game.name} is unconditional")
     needs_logits = [m for m in ("is", "class_acc") if m in metrics]
@@ -148,13 +147,6 @@ def extractor_for(cfg: Config, device: torch.device) -> Extractor:
 # --------------------------------------------------------------------------- generation
 
 
-def _split(out: Any) -> tuple[Tensor, Optional[Tensor]]:
-    """A game's `sample` output: x, or (x, labels) for conditional games."""
-    if isinstance(out, (tuple, list)):
-        return out[0], out[1]
-    return out, None
-
-
 @torch.no_grad()
 def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, device: torch.device,
               extractor: Optional[Extractor]) -> dict[str, Tensor]:
@@ -172,8 +164,8 @@ def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, dev
             count = min(BLOCK, num - b * BLOCK)
             # The whole block is drawn and the first `count` kept: sample i's z never depends on num.
             ctx = StepContext((ecfg.seed, _STREAM_EVAL, b), total=BLOCK, offset=0, local_batch=count, device=device)
-            x, y = _split(game.sample(ready, ctx))
-            x = x.float()
+            out = game.sample(ready, ctx)
+            x, y = out.x.float(), out.labels
             if y is not None:
                 parts["labels"].append(y.long())
             if extractor is None:
@@ -386,8 +378,7 @@ class Evaluator:
     def run(self, trainer) -> dict[str, Any]:
         if self.extractor is not None and self.reference is None and needs_reference(self.metrics):
             self.reference = reference_features(self.cfg, self.extractor, self.device)
-        nets = {n: (trainer.ema[n].shadow if n in trainer.ema else trainer.nets[n]) for n in self.game.ema_nets}
-        result = evaluate(self.game, nets, self.cfg, device=self.device, extractor=self.extractor,
+        result = evaluate(self.game, trainer.sampling_nets(), self.cfg, device=self.device, extractor=self.extractor,
                           reference=self.reference, metrics=self.metrics)
         values = {f"eval/{k}": v for k, v in result["metrics"].items()}
         trainer.log.metrics(trainer.step, values)

@@ -1,11 +1,11 @@
 """The one trainer. It runs a `Game`'s phases and knows no GAN family.
 
 Per generator step, for each phase due at this step (and `repeats` times):
-freeze every net but the phase's player, run `grad_accum` micro-batches under
-autocast with gradient sync only on the last one, decide on all ranks together
-whether the step is finite, step the player's optimizer through its own scaler,
-and call the game's post-step hook. Then update the EMA, log, sample and
-checkpoint on schedule.
+freeze every net but the ones the phase trains, run `grad_accum` micro-batches
+under autocast with gradient sync only on the last one, decide on all ranks
+together whether the step is finite, step the optimizers of the trained nets'
+groups through the phase player's loss scaler, and call the game's post-step
+hook. Then update the EMA, log, sample and checkpoint on schedule.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
@@ -33,9 +34,9 @@ from distgan.config import Config, dump_yaml
 from distgan.data import build_source
 from distgan.data.base import derive_seed
 from distgan.errors import ConfigError, TrainingError
-from distgan.games import DISCRIMINATOR, GENERATOR, Phase, StepContext, build_game
-from distgan.log import RunLog, Stats, image_grid, new_wandb_id, scatter_image
-from distgan.sampling import generate
+from distgan.games import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext, build_game
+from distgan.log import RunLog, Stats, new_wandb_id, scatter_image
+from distgan.sampling import generate, grid_conditions, sheet
 from distgan.train import checkpoint
 from distgan.train.ema import EMA
 
@@ -46,14 +47,22 @@ _STREAM_RANK = 0x4A4B
 # batch script creates it: torchrun does not forward SIGUSR1 to the workers).
 STOP_FILE_ENV = "DISTGAN_STOP_FILE"
 _WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "unexpected pos")
+_OLD_OPTIMIZER_KEYS = {GENERATOR: "g", DISCRIMINATOR: "d"}
 
 
+
+
+def wants_cpu() -> bool:
+    """CPU even where GPUs exist: `accelerate launch` with launch/cpu.yaml (use_cpu) sets
+    ACCELERATE_USE_CPU in every worker; the Slurm scripts' CPU mode sets DISTGAN_CPU."""
+    flags = (os.environ.get("ACCELERATE_USE_CPU", ""), os.environ.get("DISTGAN_CPU", ""))
+    return not torch.cuda.is_available() or any(f.lower() in ("1", "true", "yes") for f in flags)
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
     return Accelerator(
         # Without cpu=True, Accelerate on a CUDA-less machine runs every process alone.
-        cpu=not torch.cuda.is_available(),
+        cpu=wants_cpu(),
         mixed_precision="no",  # distgan applies autocast and one scaler per player itself
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))],
     )
@@ -115,6 +124,58 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+@dataclass
+class PhasePlan:
+    """A phase resolved against the game's nets and optimizer groups, once, at start."""
+
+    phase: Phase
+    index: int
+    trains: tuple[str, ...]  # nets updated by the phase
+    groups: tuple[str, ...]  # optimizer groups stepped
+    params: list[nn.Parameter]  # every parameter it trains (each must get a gradient)
+    names: list[str]  # "net.param" of each, for error messages
+
+
+def plan_phases(game: Game, nets: dict[str, nn.Module]) -> list[PhasePlan]:
+    """Check the game's phases against its nets and optimizer groups; a game that breaks the
+    contract fails here, before any step, with the phase and net named."""
+    phases = game.phases()
+    groups = game.optimizer_groups
+    owner: dict[str, str] = {}
+    for group, members in groups.items():
+        for net in members:
+            if net not in nets:
+                raise ValueError(f"optimizer group {group!r} names net {net!r}, which the game does not have")
+            if net in owner:
+                raise ValueError(f"net {net!r} is in optimizer groups {owner[net]!r} and {group!r}")
+            owner[net] = group
+    plans, seen = [], {}
+    for index, phase in enumerate(phases):
+        trains = tuple(phase.trains or game.players[phase.player])
+        missing = [n for n in trains if n not in owner]
+        if missing:
+            raise ValueError(f"phase {phase.name!r} trains {missing}, which no optimizer group steps")
+        stepped = tuple(dict.fromkeys(owner[n] for n in trains))
+        for group in stepped:
+            partial = [n for n in groups[group] if n not in trains]
+            if partial:
+                raise ValueError(f"phase {phase.name!r} steps optimizer group {group!r} but does not train "
+                                 f"its nets {partial}: a phase trains whole groups")
+        if phase.reuses:
+            source = seen.get(phase.reuses)
+            if source is None:
+                raise ValueError(f"phase {phase.name!r} reuses {phase.reuses!r}, which is not an earlier phase")
+            if phase.interval % source.interval:
+                raise ValueError(f"phase {phase.name!r} (every {phase.interval} steps) reuses {phase.reuses!r}, "
+                                 f"which does not run at every step it does (every {source.interval})")
+        named = [(f"{n}.{k}", p) for n in trains for k, p in nets[n].named_parameters()]
+        plans.append(PhasePlan(phase, index, trains, stepped, [p for _, p in named], [k for k, _ in named]))
+        seen[phase.name] = phase
+    if len(seen) != len(phases):
+        raise ValueError(f"phase names must be unique, got {[p.name for p in phases]}")
+    return plans
+
+
 class Trainer:
     def __init__(self, cfg: Config, accelerator: Optional[Accelerator] = None):
         self.cfg = cfg
@@ -139,20 +200,26 @@ class Trainer:
 
             self.game.nets = {n: convert_to_cross_replica_bn(m) for n, m in self.game.nets.items()}
         self.nets: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.game.nets.items()}
-        self.player_of = {net: player for player, names in self.game.players.items() for net in names}
-        optim_cfg = {GENERATOR: cfg.optim.g, DISCRIMINATOR: cfg.optim.d}
+        if self.game.image_input and not hasattr(self.data, "preview"):
+            raise ConfigError(f"game.name={cfg.game.name} translates images, but data.name={cfg.data.name} "
+                              f"has no fixed inputs for the sample grid")
+        self.plans = plan_phases(self.game, self.nets)
+        self.phases: list[Phase] = [plan.phase for plan in self.plans]
         self.optimizers = {
-            player: _build_optimizer([p for n in names for p in self.nets[n].parameters()], optim_cfg[player])
-            for player, names in self.game.players.items()
+            group: _build_optimizer([p for n in members for p in self.nets[n].parameters()], cfg.optim[group])
+            for group, members in self.game.optimizer_groups.items()
         }
         self.precision = resolve_precision(tcfg.precision, self.device)
+        # One fp16 loss scaler per player: a phase's loss is scaled by its player's.
         self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-                        for player in self.game.players}
+                        for player in (GENERATOR, DISCRIMINATOR)}
         self.wrapped = {n: wrap_ddp(m, self.device, self.world) for n, m in self.nets.items()}
         self.game.bind(self.wrapped)
         self.ema = ({n: EMA(self.nets[n], tcfg.ema_decay, tcfg.ema_start) for n in self.game.ema_nets}
                     if tcfg.ema_decay > 0 else {})
-        self.phases: list[Phase] = self.game.phases()
+        # Per step: what each phase's micro-batches drew and memoised, for phases that reuse it.
+        self._reusable: dict[str, list[tuple[Any, dict]]] = {}
+        self.images_drawn = 0  # real samples drawn from the data (all ranks), for perf/img_per_s
 
         # Anything drawing from the global RNGs differs per rank (never the batches).
         rank_seed = derive_seed(tcfg.seed, _STREAM_RANK, self.rank)
@@ -241,9 +308,10 @@ class Trainer:
             "step": self.step,
             "bad_steps": self.bad_steps,
             "nets": {n: m.state_dict() for n, m in self.nets.items()},
-            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+            "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
             "scalers": {p: s.state_dict() for p, s in self.scalers.items()},
             "ema": {n: e.state_dict() for n, e in self.ema.items()},
+            "game": self.game.state_dict(),
             "wandb_id": self.wandb_id,
             "world_size": self.world,
             "config": self.cfg.to_dict(),
@@ -262,10 +330,14 @@ class Trainer:
                 e.load_state_dict(shared["ema"][n])
         except (RuntimeError, KeyError) as exc:
             raise TrainingError(f"checkpoint does not fit this model config (model.* changed?): {exc}") from None
-        for p, o in self.optimizers.items():
-            o.load_state_dict(shared["optimizers"][p])
+        saved = shared["optimizers"]
+        # Checkpoints before per-group optimizers keyed them by player.
+        saved = {_OLD_OPTIMIZER_KEYS.get(k, k): v for k, v in saved.items()}
+        for g, o in self.optimizers.items():
+            o.load_state_dict(saved[g])
         for p, s in self.scalers.items():
             s.load_state_dict(shared["scalers"][p])
+        self.game.load_state_dict(shared.get("game", {}))
         self.step, self.bad_steps = int(shared["step"]), int(shared["bad_steps"])
         self.wandb_id = shared["wandb_id"]
         _set_rng_state(mine["rng"])
@@ -309,32 +381,51 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
-    def _sync_contexts(self, player: str, last_micro: bool) -> ExitStack:
-        """DDP gradient sync only for the trained player's nets on the last
-        micro-batch. The other player's nets never prepare a reduction: their
-        parameters are frozen, so a prepared reducer would wait forever."""
+    def _sync_contexts(self, trains: tuple[str, ...], last_micro: bool) -> ExitStack:
+        """DDP gradient sync only for the trained nets on the last micro-batch. Frozen nets never
+        prepare a reduction: their parameters get no gradient, so a prepared reducer would wait forever."""
         stack = ExitStack()
         for name, net in self.wrapped.items():
-            if isinstance(net, DistributedDataParallel) and (self.player_of[name] != player or not last_micro):
+            if isinstance(net, DistributedDataParallel) and (name not in trains or not last_micro):
                 stack.enter_context(net.no_sync())
         return stack
 
-    def run_phase(self, index: int, phase: Phase, repeat: int) -> bool:
-        """One optimizer step of `phase.player`. Returns False if it was skipped."""
-        tcfg = self.cfg.train
+    def _gather(self, local: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts)
+
+    def _micro_inputs(self, plan: PhasePlan, micro: int) -> tuple[Any, dict]:
+        """The real batch and memo of one micro-batch: drawn anew, or those of the phase it reuses."""
+        phase = plan.phase
+        if phase.reuses:
+            return self._reusable[phase.reuses][micro]
+        if not phase.uses_data:
+            return None, {}
+        self.images_drawn += self.global_batch
+        return self.data.next_batch(), {}
+
+    def run_phase(self, plan: PhasePlan, repeat: int) -> bool:
+        """One optimizer step of the nets `plan` trains. Returns False if it was skipped."""
+        tcfg, phase = self.cfg.train, plan.phase
         for name, net in self.nets.items():
-            net.requires_grad_(self.player_of[name] == phase.player)
-        optimizer, scaler = self.optimizers[phase.player], self.scalers[phase.player]
-        optimizer.zero_grad(set_to_none=True)
+            net.requires_grad_(name in plan.trains)
+        optimizers = [self.optimizers[g] for g in plan.groups]
+        scaler = self.scalers[phase.player]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         nonfinite = torch.zeros((), device=self.device)
+        reusable = []
         for micro in range(tcfg.grad_accum):
-            batch = self.data.next_batch() if phase.uses_data else None
-            ctx = StepContext((tcfg.seed, _STREAM_NOISE, self.step, index, repeat),
+            batch, memo = self._micro_inputs(plan, micro)
+            ctx = StepContext((tcfg.seed, _STREAM_NOISE, self.step, plan.index, repeat),
                               total=self.global_batch * tcfg.grad_accum,
                               offset=micro * self.global_batch + self.rank * tcfg.batch_size,
                               local_batch=tcfg.batch_size, device=self.device,
-                              grad_scale=scaler.get_scale if scaler.is_enabled() else None)
-            with self._sync_contexts(phase.player, micro == tcfg.grad_accum - 1), self._autocast():
+                              grad_scale=scaler.get_scale if scaler.is_enabled() else None,
+                              all_gather=self._gather if self.world > 1 else None, memo=memo,
+                              micro_global=(micro * self.global_batch, self.global_batch))
+            with self._sync_contexts(plan.trains, micro == tcfg.grad_accum - 1), self._autocast():
                 terms = phase.loss(batch, ctx)
                 total = sum(terms.values())
             nonfinite = torch.maximum(nonfinite, (~torch.isfinite(total.detach())).float())
@@ -343,14 +434,24 @@ class Trainer:
             scaler.scale(total / tcfg.grad_accum).backward()
             for key, value in terms.items():
                 self.stats.report(f"loss/{phase.name}/{key}", value)
-        if not scaler.is_enabled():
-            grads = [p.grad for n in self.game.players[phase.player] for p in self.nets[n].parameters()
-                     if p.grad is not None]
-            if grads:
-                finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
-                nonfinite = torch.maximum(nonfinite, (~finite).float())
+            reusable.append((batch, ctx.memo))
+        self._reusable[phase.name] = reusable
+        grads = [p.grad for p in plan.params]
+        if any(g is None for g in grads):
+            # The same on every rank (same graph), and caught on one process too, where DDP would
+            # instead fail at the next step with "Expected to have finished reduction".
+            missing = [n for n, g in zip(plan.names, grads) if g is None]
+            raise TrainingError(
+                f"phase {phase.name!r} trains {', '.join(plan.trains)} but its loss gave no gradient to "
+                f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}: every trained parameter needs "
+                f"one on every rank (DDP). Add distgan.games.touch(output) of a forward that uses them "
+                f"to the loss, or do not train that net in this phase")
+        if not scaler.is_enabled() and grads:
+            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+            nonfinite = torch.maximum(nonfinite, (~finite).float())
         if self._all_reduce_max(nonfinite).item() > 0:  # the same decision on every rank
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             if scaler.is_enabled():
                 scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
             return False
@@ -358,13 +459,15 @@ class Trainer:
             # fp16: the scaler finds inf/NaN in the (all-reduced, hence identical on
             # every rank) gradients, skips the step and backs the scale off.
             scale = scaler.get_scale()
-            scaler.step(optimizer)
+            for optimizer in optimizers:
+                scaler.step(optimizer)
             scaler.update()
             if scaler.get_scale() < scale:
                 return False
         else:
-            optimizer.step()
-        self.game.after_step(phase.player)
+            for optimizer in optimizers:
+                optimizer.step()
+        self.game.after_step(phase)
         return True
 
     # ------------------------------------------------------------------ loop
@@ -374,11 +477,12 @@ class Trainer:
 
     def train_step(self) -> None:
         step_ok = True
-        for index, phase in enumerate(self.phases):
-            if self.step % phase.interval:
+        self._reusable.clear()
+        for plan in self.plans:
+            if self.step % plan.phase.interval:
                 continue
-            for repeat in range(phase.repeats):
-                step_ok &= self.run_phase(index, phase, repeat)
+            for repeat in range(plan.phase.repeats):
+                step_ok &= self.run_phase(plan, repeat)
         self.step += 1
         self.bad_steps = 0 if step_ok else self.bad_steps + 1
         if not step_ok:
@@ -416,23 +520,28 @@ class Trainer:
             f"{text.splitlines()[0] if text else type(exc).__name__}. Rerun the same command to resume from "
             f"the last complete checkpoint ({checkpoint.find_latest(self.ckpt_root) or 'none yet'})")
 
+    def sampling_nets(self) -> dict[str, nn.Module]:
+        """The nets sampling uses: the EMA copy where one is kept."""
+        return {n: (self.ema[n].shadow if n in self.ema else self.nets[n]) for n in self.game.ema_nets}
+
     def sample_grid(self) -> np.ndarray:
-        nets = {n: (self.ema[n].shadow if n in self.ema else self.nets[n]) for n in self.game.ema_nets}
-        samples = generate(self.game, nets, self.cfg.log.sample_count, seed=self.cfg.train.seed,
-                           device=self.device)
+        conditions, nrow = grid_conditions(self.game, self.cfg.log.sample_count, getattr(self.data, "preview", None))
+        count = self.cfg.log.sample_count if conditions is None else len(conditions)
+        samples = generate(self.game, self.sampling_nets(), count, seed=self.cfg.train.seed,
+                           device=self.device, conditions=conditions)
         if self.data.info.kind == "points":
             from distgan.data.builtin import mixture
 
             modes, _ = mixture(self.cfg.data.name)
-            return scatter_image(samples, extent=float(modes.abs().max()) * 1.25, reference=modes)
-        return image_grid(samples)
+            return scatter_image(samples.x, extent=float(modes.abs().max()) * 1.25, reference=modes)
+        return sheet(samples, nrow)
 
     def fit(self) -> int:
         """Train to `train.steps`; returns the step reached (less if stopped by a signal)."""
         cfg = self.cfg
         previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
         try:
-            t0, step0 = time.perf_counter(), self.step
+            t0, step0, images0 = time.perf_counter(), self.step, self.images_drawn
             while self.step < cfg.train.steps:
                 self.train_step()
                 self.log.advance()
@@ -442,12 +551,11 @@ class Trainer:
                         self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
-                    d_images = sum(p.repeats for p in self.phases if p.player == DISCRIMINATOR)
                     values["train/skipped_steps"] = self.skipped_steps
                     values["perf/step_per_s"] = (step - step0) / elapsed
-                    values["perf/img_per_s"] = values["perf/step_per_s"] * d_images * self.global_batch * cfg.train.grad_accum
+                    values["perf/img_per_s"] = (self.images_drawn - images0) / elapsed
                     self.log.metrics(step, values)
-                    t0, step0 = time.perf_counter(), step
+                    t0, step0, images0 = time.perf_counter(), step, self.images_drawn
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
                     self.log.image(step, "samples", self.sample_grid())
                 # ---- evaluation: every rank generates its shard and scores the gathered set;

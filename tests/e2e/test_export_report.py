@@ -37,7 +37,7 @@ def test_export_holds_only_the_ema_generator_and_reproduces_distgan_sample(tmp_p
     from distgan.train.export import load_safetensors
 
     game, nets, _cfg = load_safetensors(out)
-    fresh = generate(game, nets, 12, seed=5, device=torch.device("cpu")).numpy()
+    fresh = generate(game, nets, 12, seed=5, device=torch.device("cpu")).x.numpy()
     run_cli("sample", str(run), "--num", "12", "--seed", "5", "--out", str(tmp_path / "from_run.npy"))
     run_cli("sample", str(out), "--num", "12", "--seed", "5", "--out", str(tmp_path / "from_file.npy"))
     assert np.array_equal(fresh, np.load(tmp_path / "from_run.npy"))

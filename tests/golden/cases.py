@@ -1,11 +1,14 @@
-"""Short runs of every shipped config (and of the game options) whose losses are kept as
-golden numbers in `losses.json`, as torchtitan keeps golden losses: a refactor of the trainer
-or of a game that changes what is computed changes them.
+"""Short runs of every shipped config (and of the game options) kept as golden results in
+`golden.json`, as torchtitan keeps golden losses: a refactor of the trainer or of a game
+that changes what is computed changes them (tests/golden/test_golden.py).
 
-`python -m tests.golden.cases --record` rewrites losses.json from the current code (do it only
-for a change that is meant to alter training, and say so in the commit); without
-`--record` it prints each case's losses and the sha256 of its final weights (nets + EMA), which
-are bitwise comparable on one machine only (floats differ between CPU kinds).
+Each case keeps its losses per step and the sha256 of its final weights (nets + EMA). The
+losses are compared everywhere with a tolerance above the float noise between CPU kinds;
+the weights bitwise only on the CPU model and torch version they were recorded with.
+
+`python -m tests.golden.cases --record [CASE ...]` rewrites the named cases (all by default)
+from the current code: do it only for a change that is meant to alter training, and say so
+in the commit. Without `--record` it prints each case's weight digest.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tests.helpers import TINY_DCGAN
 
 STEPS = 4
 HERE = Path(__file__).resolve().parent
-GOLDEN = HERE / "losses.json"
+GOLDEN = HERE / "golden.json"
 _COMMON = [f"train.steps={STEPS}", "log.every=1", "log.sample_every=0", "ckpt.every=0", "log.progress=false",
            "train.ema_start=1"]
 _TINY = [o for o in TINY_DCGAN if not o.startswith("train.batch_size")] + ["train.batch_size=8"]
@@ -72,9 +75,31 @@ def main(argv: list[str]) -> int:
             results[name] = run_case(name, Path(tmp) / name)
             print(name, results[name]["weights_sha256"], flush=True)
     if record:
-        GOLDEN.write_text(json.dumps({n: r["losses"] for n, r in results.items()}, indent=1, sort_keys=True) + "\n")
+        machine = this_machine()
+        golden = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {"machine": machine, "cases": {}}
+        if golden["machine"] != machine:  # digests of another machine would not compare: start over
+            golden = {"machine": machine, "cases": {}}
+        golden["cases"].update(results)
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
     return 0
+
+
+def this_machine() -> dict:
+    """What bitwise results depend on: the CPU model and the torch build."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "torch": torch.__version__}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.games.base import Game
+from distgan.games.base import Game, Samples
 from tests.distributed.gloo import run_gloo
 
 
@@ -43,9 +43,9 @@ class OracleConditionalGame(Game):
         self.nets = {"G": _DigitLookup()}
         self.label_shift = label_shift
 
-    def sample(self, nets, ctx):
+    def sample(self, nets, ctx, conditions=None):
         labels = ctx.randint(10)  # sample i always gets the same label
-        return nets["G"]((labels + self.label_shift) % 10, ctx.rand()), labels
+        return Samples(nets["G"]((labels + self.label_shift) % 10, ctx.rand()), labels=labels)
 
 
 def _evaluate(label_shift: int, cache_dir: str) -> dict:

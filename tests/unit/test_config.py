@@ -13,9 +13,9 @@ def test_defaults_and_overrides(tmp_path):
     cfg = load_config(write(tmp_path, "train: {steps: 7}\n"), ["train.batch_size=3", "optim.g.lr=1e-4",
                                                                "log.wandb=offline", "optim.d.betas=[0.0, 0.9]"])
     assert cfg.train.steps == 7 and cfg.train.batch_size == 3
-    assert cfg.optim.g.lr == pytest.approx(1e-4)  # YAML reads 1e-4 as a string; coerced
+    assert cfg.optim["g"].lr == pytest.approx(1e-4)  # YAML reads 1e-4 as a string; coerced
     assert cfg.log.wandb == "offline"
-    assert cfg.optim.d.betas == [0.0, 0.9]
+    assert cfg.optim["d"].betas == [0.0, 0.9]
 
 
 @pytest.mark.parametrize("yaml_text, overrides, key", [
