@@ -33,6 +33,13 @@ class ShardEntry:
 
 
 @dataclass
+class SkippedFile:
+    path: str  # relative to the packed source folder
+    reason: str  # empty | not an image | truncated | too large | unsupported
+    detail: str  # what PIL said
+
+
+@dataclass
 class Manifest:
     # images: one image (+ label when `classes`); paired: a.<fmt> + b.<fmt> aligned
     # (pix2pix); unpaired: a.<fmt> + b.<fmt> drawn independently (CycleGAN).
@@ -47,6 +54,15 @@ class Manifest:
     source: str = ""
     domain_counts: list[int] = field(default_factory=list)  # unpaired: distinct images in A and B
     version: int = FORMAT_VERSION
+    # How the pack went (written since the real-world folder work; older manifests lack them,
+    # and nothing that streams reads them): "auto" or "1"/"3" as asked, colour images found,
+    # images per mode as stored in the source (L, RGB, I;16, P, RGBA, CMYK, ...), the colour
+    # transparency was composited onto, and every source file left out, with why.
+    channel_choice: str = ""
+    colour_images: int = 0
+    source_modes: dict[str, int] = field(default_factory=dict)
+    background: str = ""
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     @property
     def image_fields(self) -> list[str]:
@@ -55,7 +71,10 @@ class Manifest:
     def save(self, directory: Path) -> Path:
         path = Path(directory) / MANIFEST
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(asdict(self), indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # shards are published on the strength of this file
         os.replace(tmp, path)
         return path
 
@@ -68,6 +87,7 @@ class Manifest:
         try:
             raw = json.loads(path.read_text())
             raw["shards"] = [ShardEntry(**s) for s in raw["shards"]]
+            raw["skipped"] = [SkippedFile(**s) for s in raw.get("skipped", [])]
             man = cls(**raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise DataError(f"{path}: not a distgan manifest ({exc})") from None
@@ -152,4 +172,27 @@ def manifest_summary(man: Manifest) -> dict[str, Any]:
         "classes": f"{len(man.classes)} ({', '.join(man.classes[:8])}{', ...' if len(man.classes) > 8 else ''})"
         if man.classes else "none",
         "source": man.source,
+        **_pack_summary(man),
+    }
+
+
+def skipped_counts(man: Manifest) -> dict[str, int]:
+    """Skipped source files per reason, most frequent first."""
+    counts: dict[str, int] = {}
+    for s in man.skipped:
+        counts[s.reason] = counts.get(s.reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _pack_summary(man: Manifest) -> dict[str, Any]:
+    if not man.channel_choice:  # packed before these were recorded
+        return {}
+    images = sum(man.source_modes.values())
+    modes = ", ".join(f"{m}={n}" for m, n in sorted(man.source_modes.items(), key=lambda kv: -kv[1]))
+    skipped = ", ".join(f"{n} {reason}" for reason, n in skipped_counts(man).items())
+    return {
+        "channel choice": f"{man.channel_choice} ({man.colour_images} of {images} source images in colour)",
+        "source modes": modes or "-",
+        "background": man.background or "-",
+        "skipped files": f"{len(man.skipped)} ({skipped})" if man.skipped else "0",
     }
