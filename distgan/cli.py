@@ -127,12 +127,16 @@ def _cmd_data_pack(args: argparse.Namespace) -> int:
 
     man = pack(args.source, args.out_dir, shard_size=args.shard_size, shard_bytes=args.shard_bytes,
                resolution=args.resolution, fmt=args.format, layout=args.layout, prefix=args.prefix,
-               seed=args.seed, progress=not args.quiet)
+               seed=args.seed, channels=args.channels, background=args.background, on_error=args.on_error,
+               max_pixels=args.max_pixels, progress=not args.quiet)
     summary = manifest_summary(man)
     print(f"packed {summary['samples']} samples into {summary['shards']} shards in {args.out_dir} "
           f"({summary['kind']}, {summary['format']}, {summary['channels']}x{summary['resolution']}px, "
-          f"classes: {summary['classes']})")
+          f"classes: {summary['classes']}); skipped files: {summary['skipped files']}")
     return 0
+
+
+_SKIPPED_SHOWN = 20  # source files left out by `data pack`, listed by `data inspect`
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
@@ -147,6 +151,10 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
     grid_path = Path(args.grid or Path(args.out_dir) / "inspect.png")
     save_png(first_samples(args.out_dir, args.num), grid_path)
     print(f"{'grid':>14}: {grid_path}")
+    for skipped in man.skipped[:_SKIPPED_SHOWN]:
+        print(f"{'skipped':>14}: {skipped.path}: {skipped.reason} ({skipped.detail})")
+    if len(man.skipped) > _SKIPPED_SHOWN:
+        print(f"{'skipped':>14}: ... {len(man.skipped) - _SKIPPED_SHOWN} more (all in manifest.json)")
     if problems:
         for p in problems:
             print(f"problem: {p}")
@@ -160,7 +168,7 @@ def _add_data_commands(sub) -> None:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     pack = data_sub.add_parser("pack", help="write shards + manifest.json from a folder, .npz or built-in set")
     pack.add_argument("source", help="image folder (class sub-folders, or A/ and B/), .npz file, or digits")
-    pack.add_argument("out_dir", help="output folder (new or empty of shards)")
+    pack.add_argument("out_dir", help="output folder (new, or without a pack in it); written all at once")
     size = pack.add_mutually_exclusive_group()
     size.add_argument("--shard-size", type=int, default=10_000, help="samples per shard (default 10000)")
     size.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard instead of a count")
@@ -171,6 +179,16 @@ def _add_data_commands(sub) -> None:
                       help="how to read a folder (auto: A/+B/ with equal names = paired, sub-folders = classes)")
     pack.add_argument("--prefix", default="train", help="shard file prefix: PREFIX-000000.tar")
     pack.add_argument("--seed", type=int, default=0, help="seed of the sample shuffle before writing")
+    pack.add_argument("--channels", choices=["auto", "1", "3"], default="auto",
+                      help="channels of every packed image (auto: 3 if any source image is colour, else 1)")
+    pack.add_argument("--background", default="white",
+                      help="colour transparent pixels are composited onto (name or #rrggbb; default white)")
+    pack.add_argument("--on-error", choices=["skip", "fail"], default="skip",
+                      help="unreadable files (truncated, not an image, empty, too large): skip with a warning "
+                           "and list them in the manifest (default), or stop and leave OUT_DIR as it was")
+    pack.add_argument("--max-pixels", type=int, default=None,
+                      help="images with more pixels are skipped as possible decompression bombs "
+                           "(default: PIL's limit, 89478485)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(func=_cmd_data_pack)
     inspect = data_sub.add_parser("inspect", help="summary, checksum and count check, grid of first samples")
