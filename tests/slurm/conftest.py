@@ -50,6 +50,9 @@ def _free_port() -> int:
 
 
 def _conf(base: Path, host: str) -> str:
+    # cred_expire: a requeued job is held until the killed attempt's credential expires
+    # (default 120 s); sched_interval: how often pending jobs are looked at (default 60 s).
+    # With both short a requeue restarts in about 11 s instead of about two minutes.
     mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return f"""\
 ClusterName=distgan-test
@@ -71,6 +74,8 @@ JobRequeue=1
 MinJobAge=3600
 KillWait=30
 SchedulerType=sched/builtin
+AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=2
 StateSaveLocation={base}/state
 SlurmdSpoolDir={base}/spool
 SlurmctldPidFile={base}/slurmctld.pid

@@ -1,12 +1,25 @@
-"""The project's own sbatch scripts on a real (one-node) Slurm, CPU variant:
-a job completes; a job warned with SIGUSR1 mid-run checkpoints, requeues itself,
-resumes and ends bitwise equal to an uninterrupted run; two srun tasks act as two
-nodes (machine ranks 0 and 1 on loopback)."""
+"""The project's own sbatch scripts on a real (one-node) Slurm, CPU variant (DISTGAN_CPU=1).
+
+A job completes (srun --cpus-per-task, NCCL defaults, labelled per-rank output, a
+rendezvous port below the ephemeral range, the submitted config kept in the run dir);
+a job warned with SIGUSR1 mid-run checkpoints, requeues itself, resumes and ends
+bitwise equal to an uninterrupted run; a rank killed after a checkpoint makes the job
+requeue itself (a failure requeue) and still end bitwise equal; a time limit without
+warning checkpoints and requeues, and the requeued attempt refuses a config file that
+changed under it; scancel checkpoints and ends the job; two srun tasks act as two nodes;
+the guards refuse a wrong task count, a run dir that one task cannot see, and a taken port.
+See docs/operations.md for what each case looks like to a user.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,13 +44,14 @@ DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_
                "DEADLINE", "PREEMPTED"}
 
 
-def sbatch(slurm, script: str, run_dir: Path, *args: str, flags=(), env=None) -> int:
+def sbatch(slurm, script: str, run_dir: Path, *args: str, flags=(), env=None, config=None) -> int:
     """Submit slurm/<script> itself (not a copy) from the checkout root."""
-    job_env = dict(cli_env(), SLURM_CONF=slurm.env["SLURM_CONF"], DISTGAN_CPU="1", **(env or {}))
+    job_env = dict(cli_env(cpu=True), SLURM_CONF=slurm.env["SLURM_CONF"], DISTGAN_CPU="1", **(env or {}))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    train = [str(config), *TRAIN[1:]] if config else TRAIN
     proc = subprocess.run(
         ["sbatch", "--parsable", f"--chdir={ROOT}", f"--output={run_dir.parent}/sbatch-%j.out", *CPU_FLAGS,
-         *flags, str(ROOT / "slurm" / script), *TRAIN, *args, f"run.dir={run_dir}"],
+         *flags, str(ROOT / "slurm" / script), *train, *args, f"run.dir={run_dir}"],
         check=False, env=job_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout.strip().split(";")[0])
@@ -74,6 +88,47 @@ def assert_completed(info: dict, run_dir: Path, job: int) -> None:
         f"{info['JobState']} {info['ExitCode']}\n{job_log(run_dir, job)}"
 
 
+def assert_refused(info: dict, run_dir: Path, job: int, message: str) -> str:
+    """The job ended FAILED with exit code 2 and `message` in its log, before any training."""
+    log = job_log(run_dir, job)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), f"{info['JobState']} {info['ExitCode']}\n{log}"
+    assert message in log, log
+    return log
+
+
+def wait_for(what, condition, slurm, job: int, run_dir: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what}:\n{job_log(run_dir, job)}"
+        assert job_info(slurm, job)["JobState"] in ("PENDING", "RUNNING"), job_log(run_dir, job)
+        time.sleep(0.2)
+
+
+def training(run_dir: Path) -> bool:
+    return (run_dir / "metrics.jsonl").is_file() and bool(metrics(run_dir))
+
+
+def requeue_counts(run_dir: Path, job: int) -> dict[str, int]:
+    text = (run_dir / "slurm" / f"job-{job}" / "requeues").read_text()
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
+
+
+def worker_pid(run_dir: Path, rank: int) -> int | None:
+    """The training process of `rank` in this run (not torchrun, which has no RANK)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"run.dir={run_dir}".encode() in cmd and f"RANK={rank}".encode() in environ \
+                and b"LOCAL_RANK=" + str(rank).encode() in environ:
+            return int(proc.name)
+    return None
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(slurm, tmp_path_factory):
     run = tmp_path_factory.mktemp("slurm_runs") / "whole"
@@ -87,6 +142,24 @@ def test_single_node_job_completes_with_a_complete_run_dir(uninterrupted):
     assert_completed(info, run, job)
     log = job_log(run, job)
     assert f"done: step {STEPS}/{STEPS}" in log and "2 process(es) per node" in log
+    # srun is given the job's CPUs per task (it does not inherit them on Slurm 22.05-23.02)
+    assert "srun --cpus-per-task=2 --label: 1 task(s) x 2 process(es)" in log, log
+    assert "2 CPU(s) per task, OMP_NUM_THREADS=1" in log, log
+    # NCCL defaults (gloo ignores them here; the environment reaching the workers is the point)
+    for setting in ("NCCL_DEBUG=WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING=1", "TORCH_NCCL_TRACE_BUFFER_SIZE=2000",
+                    "TORCH_NCCL_DUMP_ON_TIMEOUT=1", f"TORCH_NCCL_DEBUG_INFO_TEMP_FILE={run}/slurm/job-{job}/"):
+        assert setting in log, setting
+    # every worker line says which node task and local rank wrote it, and each rank has its own files
+    assert re.search(r"^0: \[local0\]:", log, re.M) and re.search(r"^0: \[local1\]:", log, re.M), log
+    rank_logs = {p.parent.name for p in (run / "slurm" / f"job-{job}" / "ranks").rglob("stderr.log")}
+    assert rank_logs == {"0", "1"}, rank_logs
+    port = int(re.search(r"rendezvous port (\d+) \(free", log).group(1))
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert 15000 <= port < 30000 and not low <= port <= high
+    assert "run dir visible from all 1 task(s)" in log
+    kept = run / "slurm" / f"job-{job}" / "config.yaml"
+    assert kept.read_bytes() == (ROOT / "configs/dcgan_digits.yaml").read_bytes(), "the submitted config is kept"
+    assert f"args: {kept} " in log, "and trained with"
     assert (run / "config.yaml").is_file()
     assert [m["step"] for m in metrics(run)] == list(range(20, STEPS + 1, 20))
     assert (run / "samples" / f"step_{STEPS:07d}.png").is_file()
@@ -94,6 +167,18 @@ def test_single_node_job_completes_with_a_complete_run_dir(uninterrupted):
     state = latest_state(run)
     assert state["step"] == STEPS and state["world_size"] == 2
     assert not list(run.glob(".stop-*")), "the stop file is cleaned up"
+
+
+def test_requeue_decision_reads_progress_without_torch(uninterrupted):
+    """slurm/progress.py agrees with distgan's checkpoint reader and imports no torch."""
+    from distgan.train import checkpoint
+
+    run, _, info = uninterrupted
+    assert info["JobState"] == "COMPLETED"
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "slurm/progress.py"), str(run / "checkpoints")],
+                          check=True, capture_output=True, text=True, timeout=60)
+    assert int(proc.stdout) == int(checkpoint.find_latest(run / "checkpoints").name.removeprefix("step_")) == STEPS
+    assert not re.search(r"\|\s+torch\b", proc.stderr), "progress.py imported torch"
 
 
 def test_usr1_mid_run_checkpoints_requeues_resumes_bitwise(slurm, uninterrupted, tmp_path):
@@ -126,17 +211,123 @@ def test_usr1_mid_run_checkpoints_requeues_resumes_bitwise(slurm, uninterrupted,
     assert final["step"] == STEPS
     assert_bitwise_equal(latest_state(whole), final)
     assert [m["step"] for m in metrics(run)] == [m["step"] for m in metrics(whole)], "each step logged once"
+    assert requeue_counts(run, job) == {"warning": 1, "failure": 0, "slurm": 0}
+    assert "requeued attempt: training with the config kept at submission" in log
+
+
+def test_rank_crash_after_progress_requeues_and_resumes_bitwise(slurm, uninterrupted, tmp_path):
+    """SIGKILL of rank 1 after a checkpoint: the job requeues itself once (a failure
+    requeue, counted apart from warnings) and ends equal to an uninterrupted run."""
+    whole, _, whole_info = uninterrupted
+    assert whole_info["JobState"] == "COMPLETED"
+    run = tmp_path / "crashed"
+    job = sbatch(slurm, "train_single_node.sbatch", run, f"train.steps={STEPS}", "ckpt.every=50",
+                 flags=["--cpus-per-task=2"])
+    wait_for("checkpoint", lambda: (run / "checkpoints" / "latest").is_file(), slurm, job, run)
+    wait_for("rank 1", lambda: worker_pid(run, 1) is not None, slurm, job, run, timeout=30)
+    os.kill(worker_pid(run, 1), signal.SIGKILL)
+    info = wait_job(slurm, job)
+    log = job_log(run, job)
+    assert_completed(info, run, job)
+    assert info["Restarts"] == "1", log
+    failed = re.search(r"failed \(exit \d+\) after progress \(checkpoint step 0 -> (\d+)\); requeueing", log)
+    assert failed and int(failed.group(1)) >= 50, log
+    assert requeue_counts(run, job) == {"warning": 0, "failure": 1, "slurm": 0}
+    assert f"done: step {STEPS}/{STEPS}" in log
+    assert_bitwise_equal(latest_state(whole), latest_state(run))
+
+
+def test_time_limit_checkpoints_requeues_then_refuses_a_changed_config(slurm, tmp_path):
+    """No USR1 warning (the batch shell gets an ignored SIGURG instead): SIGTERM at the time
+    limit makes the workers checkpoint and the script requeue; the config file was edited
+    meanwhile, so the requeued attempt refuses to train on with it."""
+    config = tmp_path / "edited.yaml"
+    shutil.copy(ROOT / "configs/dcgan_digits.yaml", config)
+    run = tmp_path / "time_limit"
+    job = sbatch(slurm, "train_single_node.sbatch", run, "train.steps=1000000", config=config,
+                 flags=["--cpus-per-task=2", "--time=1", "--signal=B:URG@1"])
+    wait_for("training", lambda: training(run), slurm, job, run)
+    config.write_text(config.read_text().replace("batch_size: 64", "batch_size: 32"))
+    info = wait_job(slurm, job, timeout=400)
+    log = assert_refused(info, run, job, f"{config} changed since job {job} was submitted")
+    assert info["Restarts"] == "1", log
+    assert "SIGTERM" in log and "Reason=TimeLimit" in log, log
+    stopped = re.search(r"checkpoint \S+ written at step (\d+)", log)
+    assert stopped and latest_state(run)["step"] == int(stopped.group(1)) > 0, log
+    assert requeue_counts(run, job) == {"warning": 1, "failure": 0, "slurm": 0}
+
+
+def test_scancel_checkpoints_and_ends_the_job(slurm, tmp_path):
+    run = tmp_path / "cancelled"
+    job = sbatch(slurm, "train_single_node.sbatch", run, f"train.steps={STEPS}", flags=["--cpus-per-task=2"])
+    wait_for("training", lambda: training(run), slurm, job, run)
+    slurm.run("scancel", str(job))
+    info = wait_job(slurm, job)
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0"
+    deadline = time.monotonic() + 60  # the batch shell finishes within KillWait
+    while "not requeued by this script" not in job_log(run, job) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = job_log(run, job)
+    assert "stopped by SIGTERM (scancel or preemption)" in log, log
+    stopped = re.search(r"checkpoint \S+ written at step (\d+)", log)
+    assert stopped and latest_state(run)["step"] == int(stopped.group(1)) < STEPS, log
 
 
 def test_two_srun_tasks_as_two_nodes_train(slurm, tmp_path):
     run = tmp_path / "two_nodes"
     job = sbatch(slurm, "train_multi_node.sbatch", run, "train.steps=20", "log.every=10",
                  flags=["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=1"],
-                 env={"DISTGAN_NPROC": "1"})
+                 env={"DISTGAN_NPROC": "1", "DISTGAN_TASKS_AS_NODES": "1", "NCCL_DEBUG": "INFO"})
     info = wait_job(slurm, job)
     assert_completed(info, run, job)
     log = job_log(run, job)
     assert "done: step 20/20" in log
+    assert "run dir visible from all 2 task(s)" in log
+    assert "NCCL_DEBUG=INFO " in log, "the user's environment wins over the defaults"
+    assert re.search(r"^0: \[local0\]:", log, re.M) and re.search(r"^1: \[local0\]:", log, re.M), log
     state = latest_state(run)
     assert state["step"] == 20 and state["world_size"] == 2
     assert (run / "checkpoints" / "step_0000020" / "rank1.pt").is_file()
+
+
+GUARD_FLAGS = ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=1"]
+
+
+def test_wrong_task_count_is_refused_before_launch(slurm, tmp_path):
+    run = tmp_path / "eight_per_node"
+    job = sbatch(slurm, "train_multi_node.sbatch", run, "train.steps=20", flags=GUARD_FLAGS,
+                 env={"DISTGAN_NPROC": "1"})
+    assert_refused(wait_job(slurm, job), run, job, "one task per node is required: the job has 2 tasks on 1 node(s)")
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to hide the run dir from one task")
+def test_run_dir_not_seen_by_every_node_is_refused_before_launch(slurm, tmp_path):
+    """Task 1 runs in its own mount namespace with an empty tmpfs over the run dir: what a
+    node-local run dir looks like from the second node."""
+    run = tmp_path / "not_shared"
+    prefix = tmp_path / "hide_run_dir.sh"
+    prefix.write_text('#!/bin/bash\n'
+                      'if [ "$SLURM_PROCID" = 1 ]; then\n'
+                      '  exec unshare -m bash -c \'mount -t tmpfs tmpfs "$0" && exec "$@"\' "$HIDE_DIR" "$@"\n'
+                      'fi\n'
+                      'exec "$@"\n')
+    prefix.chmod(0o755)
+    job = sbatch(slurm, "train_multi_node.sbatch", run, "train.steps=20", flags=GUARD_FLAGS,
+                 env={"DISTGAN_NPROC": "1", "DISTGAN_TASKS_AS_NODES": "1", "DISTGAN_TASK_PREFIX": str(prefix),
+                      "HIDE_DIR": str(run)})
+    log = assert_refused(wait_job(slurm, job), run, job, f"the run dir {run} is not shared: 1 of 2 task(s)")
+    assert "task 1 on" in log and "does not see" in log
+    assert not (run / "checkpoints").exists()
+
+
+def test_taken_rendezvous_port_is_refused(slurm, tmp_path):
+    run = tmp_path / "port_taken"
+    with socket.socket() as held:
+        held.bind(("", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        job = sbatch(slurm, "train_single_node.sbatch", run, "train.steps=20", flags=["--cpus-per-task=1"],
+                     env={"DISTGAN_MASTER_PORT": str(port)})
+        info = wait_job(slurm, job)
+    assert_refused(info, run, job, f"DISTGAN_MASTER_PORT={port} is in use")
