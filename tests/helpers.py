@@ -87,8 +87,8 @@ def flat_tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def training_tensors(state: dict) -> dict[str, torch.Tensor]:
-    """Weights, EMA and optimizer state of a checkpoint."""
-    return flat_tensors({k: state[k] for k in ("nets", "ema", "optimizers", "scalers")})
+    """Weights, EMA, optimizer and game state of a checkpoint."""
+    return flat_tensors({k: state[k] for k in ("nets", "ema", "optimizers", "scalers", "game")})
 
 
 def assert_bitwise_equal(a: dict, b: dict) -> None:

@@ -6,8 +6,6 @@ outside distgan (a research variant, or the contract's test games in tests/games
 
 from __future__ import annotations
 
-import importlib
-
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.games.base import (
@@ -23,6 +21,7 @@ from distgan.games.base import (
     touch,
 )
 from distgan.games.gan import AdversarialGame
+from distgan.plugins import import_object
 
 GAMES: dict[str, type[Game]] = {
     "gan": AdversarialGame,
@@ -37,11 +36,7 @@ def game_class(name: str) -> type[Game]:
     if name in GAMES:
         return GAMES[name]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"game.name={name!r}: cannot import it ({exc})") from None
+        cls = import_object(name, "game.name")
         if not (isinstance(cls, type) and issubclass(cls, Game)):
             raise ConfigError(f"game.name={name!r} is not a distgan.games.Game subclass")
         return cls

@@ -55,15 +55,15 @@ def format_table(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.source == TRAIN_CLASSIFIER:
         return _train_classifier(args)
-    import torch
     import torch.distributed as dist
     from accelerate import PartialState
 
     from distgan.metrics.evaluate import evaluate, with_eval
+    from distgan.train.devices import wants_cpu
     from distgan.train.export import load_generator, resolve_checkpoint
 
     # Joins the process group under `accelerate launch` / torchrun; a no-op alone.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=wants_cpu())
     path = resolve_checkpoint(Path(args.source))
     step = json.loads((path / "meta.json").read_text())["step"]
     game, nets, cfg = load_generator(path, use_ema=not args.no_ema)

@@ -14,7 +14,6 @@ Every extractor is wrapped into an `Extractor`: eval mode, no gradients, a
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from distgan.errors import ConfigError
+from distgan.plugins import import_object
 
 
 @dataclass
@@ -79,14 +79,10 @@ def build_extractor(spec: str, *, inception_weights: str = "", sample_shape: tup
         key = f"inception-{file_digest(Path(inception_weights).expanduser())}"
         ext = Extractor(net, key, NUM_FEATURES, NUM_CLASSES, "inception")
     elif ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"eval.features={spec}: cannot import it ({exc})") from None
+        factory = import_object(spec, "eval.features")
         net = factory()
         if not isinstance(net, nn.Module):
-            raise ConfigError(f"eval.features={spec}: {attr}() returned {type(net).__name__}, not an nn.Module")
+            raise ConfigError(f"eval.features={spec}: it returned {type(net).__name__}, not an nn.Module")
         ext = Extractor(net, "module-" + spec.replace(":", "-").replace(".", "_"), 0, 0, "module")
         probe_feats, probe_logits = ext(torch.zeros(2, *sample_shape))  # infer the output sizes
         ext.num_features = probe_feats.shape[1]

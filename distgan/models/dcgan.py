@@ -5,11 +5,13 @@ pooling and no fully connected hidden layers. Any power-of-two resolution >= 8."
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from torch import Tensor, nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
+from distgan.models.outputs import named_outputs
 
 
 def _num_stages(resolution: int) -> int:
@@ -68,8 +70,12 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).flatten()  # (B,) logits
+    def forward(self, x: Tensor, outputs: Optional[tuple[str, ...]] = None):
+        """(B,) logits; with `outputs`, a dict of the named ones: `logits`, and `features` (B, F),
+        the last hidden layer (feature matching, a Q head, VAE-GAN's learned similarity)."""
+        if outputs is None:
+            return self.net(x).flatten()
+        return named_outputs(self.net, x, outputs)
 
 
 def _check_images(info: DataInfo) -> None:

@@ -4,10 +4,12 @@ by default) and the deeper MLPs used on the 2-D mixture benchmarks."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from torch import Tensor, nn
 
 from distgan.data.base import DataInfo
+from distgan.models.outputs import named_outputs
 
 
 def _hidden_stack(in_dim: int, width: int, depth: int, norm: str, act: nn.Module) -> list[nn.Module]:
@@ -42,8 +44,11 @@ class MLPDiscriminator(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1)).squeeze(1)  # (B,) logits
+    def forward(self, x: Tensor, outputs: Optional[tuple[str, ...]] = None):
+        """(B,) logits; with `outputs`, a dict of the named ones (`logits`, `features`)."""
+        if outputs is None:
+            return self.net(x.flatten(1)).squeeze(1)
+        return named_outputs(self.net, x.flatten(1), outputs)
 
 
 def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:

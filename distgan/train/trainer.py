@@ -38,6 +38,7 @@ from distgan.games import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext, bu
 from distgan.log import RunLog, Stats, new_wandb_id, scatter_image
 from distgan.sampling import generate, grid_conditions, sheet
 from distgan.train import checkpoint
+from distgan.train.devices import wants_cpu
 from distgan.train.ema import EMA
 
 _STREAM_NOISE = 0x0015E
@@ -50,13 +51,6 @@ _WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "unexpected pos")
 _OLD_OPTIMIZER_KEYS = {GENERATOR: "g", DISCRIMINATOR: "d"}
 
 
-
-
-def wants_cpu() -> bool:
-    """CPU even where GPUs exist: `accelerate launch` with launch/cpu.yaml (use_cpu) sets
-    ACCELERATE_USE_CPU in every worker; the Slurm scripts' CPU mode sets DISTGAN_CPU."""
-    flags = (os.environ.get("ACCELERATE_USE_CPU", ""), os.environ.get("DISTGAN_CPU", ""))
-    return not torch.cuda.is_available() or any(f.lower() in ("1", "true", "yes") for f in flags)
 
 
 def make_accelerator(cfg: Config) -> Accelerator:

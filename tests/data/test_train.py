@@ -25,9 +25,9 @@ def test_resume_is_bitwise_identical(tmp_path, shards, procs, batch, stop):
     """8 steps cross an epoch (6 batches per rank); the stop leaves the workers at
     different positions (an odd number of batches consumed)."""
     common = _common(shards, batch)
-    run_cli("train", *common, "train.steps=8", f"run.dir={tmp_path / 'whole'}", procs=procs)
-    run_cli("train", *common, f"train.steps={stop}", f"run.dir={tmp_path / 'split'}", procs=procs)
-    resumed = run_cli("train", *common, "train.steps=8", f"run.dir={tmp_path / 'split'}", procs=procs)
+    run_cli("train", *common, "train.steps=8", f"run.dir={tmp_path / 'whole'}", procs=procs, cpu=True)
+    run_cli("train", *common, f"train.steps={stop}", f"run.dir={tmp_path / 'split'}", procs=procs, cpu=True)
+    resumed = run_cli("train", *common, "train.steps=8", f"run.dir={tmp_path / 'split'}", procs=procs, cpu=True)
     assert "resumed from" in resumed.stdout
     whole, split = latest_state(tmp_path / "whole"), latest_state(tmp_path / "split")
     assert whole["step"] == split["step"] == 8 and whole["world_size"] == procs

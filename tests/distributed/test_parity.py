@@ -18,7 +18,7 @@ CROSS_REPLICA_BN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "model.sync_bn=tru
 def _train(tmp_path, name, base, procs, batch, steps=4, accum=1):
     run = tmp_path / name
     run_cli("train", *base, f"train.batch_size={batch}", f"train.steps={steps}", f"train.grad_accum={accum}",
-            "log.every=1", "ckpt.every=0", f"run.dir={run}", procs=procs)
+            "log.every=1", "ckpt.every=0", f"run.dir={run}", procs=procs, cpu=True)
     return run
 
 

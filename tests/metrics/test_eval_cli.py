@@ -50,7 +50,7 @@ def test_eval_cli_same_numbers_on_one_and_two_processes(digits_run, tmp_path):
     outs = {}
     for procs in (1, 2):
         out = tmp_path / f"eval{procs}.json"
-        proc = run_cli("eval", str(digits_run), "--num", "600", "--json", str(out), procs=procs)
+        proc = run_cli("eval", str(digits_run), "--num", "600", "--json", str(out), procs=procs, cpu=True)
         assert "fid" in proc.stdout and "standing" in proc.stdout
         outs[procs] = json.loads(out.read_text())
     one, two = outs[1], outs[2]
@@ -96,7 +96,7 @@ def test_ring_modes_through_distgan_eval_match_pacgan_definitions_on_1_and_2_pro
     outs = []
     for procs in (1, 2):
         out = tmp_path / f"ring{procs}.json"
-        run_cli("eval", str(run_dir), "--num", "2500", "--json", str(out), procs=procs)
+        run_cli("eval", str(run_dir), "--num", "2500", "--json", str(out), procs=procs, cpu=True)
         outs.append(json.loads(out.read_text()))
     assert outs[0]["metrics"] == outs[1]["metrics"]
     assert set(outs[0]["metrics"]) == {"modes", "high_quality", "reverse_kl"}
