@@ -125,6 +125,11 @@ class TrainConfig:
     ema_start: int = 0  # generator step at which averaging starts (before: copy)
     max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
     collective_timeout_s: int = 600  # process-group timeout: a dead rank stops the others
+    # CUDA: deterministic kernels (cuDNN deterministic, torch.use_deterministic_algorithms, the cuBLAS
+    # workspace setting, TF32 off), so N + resume + N steps equal 2N bitwise on a GPU too (docs/gpu.md).
+    # Slower; an op without a deterministic kernel then raises an error naming it.
+    deterministic: bool = False
+    tf32: bool = True  # CUDA: TF32 tensor cores for float32 matmuls and convolutions (off when deterministic)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from distgan.games import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext, bu
 from distgan.log import RunLog, Stats, new_wandb_id, scatter_image
 from distgan.sampling import generate, grid_conditions, sheet
 from distgan.train import checkpoint
-from distgan.train.devices import wants_cpu
+from distgan.train.devices import set_numerics, wants_cpu
 from distgan.train.ema import EMA
 
 _STREAM_NOISE = 0x0015E
@@ -182,6 +182,7 @@ class Trainer:
         self._prepare_run_dir()
 
         tcfg = cfg.train
+        self.tf32 = set_numerics(tcfg.deterministic, tcfg.tf32)
         self.global_batch = tcfg.batch_size * self.world
         self.data = build_source(cfg, global_batch=self.global_batch, rank=self.rank,
                                  world_size=self.world, device=self.device)
@@ -239,6 +240,11 @@ class Trainer:
 
             self.evaluator = Evaluator(cfg, self.game, self.device, self.ckpt_root)
         self.log = RunLog(cfg, self.run_dir, enabled=self.is_main, start_step=self.step, wandb_id=self.wandb_id)
+        self.log.message(
+            f"{self.world} process(es) on {self.device.type}, global batch {tcfg.batch_size} x {self.world} x "
+            f"{tcfg.grad_accum} (per process x processes x accumulation) = {self.global_batch * tcfg.grad_accum}, "
+            f"precision {self.precision}, tf32 {'on' if self.tf32 else 'off'}, "
+            f"deterministic {'on' if tcfg.deterministic else 'off'}")
 
     # ------------------------------------------------------------------ setup
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -54,8 +55,22 @@ def run_case(name: str, run_dir: Path) -> dict:
     from distgan.cli import main
     from tests.helpers import flat_tensors, latest_state, metrics
 
+    from distgan.bench.mixtures import _reset_accelerate
+
     torch.set_num_threads(1)
-    code = main(["train", *CASES[name], *_COMMON, f"run.dir={run_dir}"])
+    # On the CPU on any machine (the golden numbers are CPU float32 / bf16 numbers), with
+    # Accelerate's process-wide state made anew for it and for whatever runs next.
+    saved = os.environ.get("DISTGAN_CPU")
+    os.environ["DISTGAN_CPU"] = "1"
+    _reset_accelerate()
+    try:
+        code = main(["train", *CASES[name], *_COMMON, f"run.dir={run_dir}"])
+    finally:
+        _reset_accelerate()
+        if saved is None:
+            os.environ.pop("DISTGAN_CPU")
+        else:
+            os.environ["DISTGAN_CPU"] = saved
     assert code == 0, f"case {name} exited {code}"
     losses = {m["step"]: {k: v for k, v in m.items() if k.startswith("loss/")} for m in metrics(run_dir)}
     state = latest_state(run_dir)
