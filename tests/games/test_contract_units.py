@@ -163,3 +163,15 @@ def test_sample_an_image_input_game_translates_the_given_images(tmp_path):
     assert out.shape == (6, 1, 8, 8) and np.abs(out).max() <= 1
     missing = run_cli("sample", str(run), "--out", str(tmp_path / "none.npy"), check=False)
     assert missing.returncode == 2 and "give them (distgan sample --inputs)" in missing.stderr
+
+
+def test_unexpected_errors_keep_their_traceback_user_errors_are_one_line(tmp_path):
+    # A plain ValueError raised inside a game (a bug there, not a config mistake the CLI can name).
+    proc = run_cli("train", "tests/games/info.yaml", "model.z_dim=8", f"run.dir={tmp_path / 'a'}", check=False)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    assert "must exceed the 12 code dimensions" in proc.stderr
+    proc = run_cli("train", "tests/games/info.yaml", "game.categoriez=3", f"run.dir={tmp_path / 'b'}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "distgan train: error: unknown config key game.categoriez (valid keys in game: categories, continuous, "
+        "info_weight, name)"]
