@@ -38,6 +38,9 @@ class DataConfig:
     # stacked_digits (three digits as the channels of one image: 1,000 modes).
     # `shards` streams WebDataset tars named by `data.shards`.
     name: Literal["ring", "grid", "digits", "stacked_digits", "shards"] = "digits"
+    # digits / stacked_digits: which of the 1,797 digits are drawn from -- a fixed, stratified
+    # 80/20 split (train: 1,438, test: 359; docs/data.md), or all of them.
+    split: Literal["all", "train", "test"] = "all"
     resolution: int = 32  # image side length for image data sets
     # Shards packed by `distgan data pack` (manifest.json beside them): a brace pattern
     # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
@@ -63,6 +66,16 @@ class NetConfig:
     depth: int = 1
     # Normalization inside the net: batch | none.
     norm: Literal["batch", "none"] = "batch"
+    # How a conditional game's D sees the class (model.d only; empty = the game's default):
+    # concat (label joined to the input: one-hot channels / features), projection (Miyato & Koyama
+    # 2018: logit + <embed(y), features>), aux (an auxiliary class head, AC-GAN). docs/games.md.
+    conditioning: Literal["", "concat", "projection", "aux"] = ""
+    # model.d only. PacGAN (Lin et al. 2018): D judges packs of `packing` samples joined along
+    # channels (images) or features (points); the per-process batch must divide by it.
+    packing: int = 1
+    # model.d only: a minibatch standard deviation feature (Karras et al. 2018) before D's last
+    # layer, over groups of 4 consecutive inputs of D.
+    minibatch_std: bool = False
 
 
 @dataclass
@@ -85,6 +98,8 @@ class GameConfig:
 
     # Optimizer groups (`optim.<group>`) this game accepts; the game maps each to its nets.
     optimizer_groups: ClassVar[tuple[str, ...]] = ("g", "d")
+    # Whether the game forms model.d.packing packs from its batches (distgan.models.packing).
+    supports_packing: ClassVar[bool] = False
 
     def validate(self, cfg: "Config") -> None:
         """Cross-field checks against the whole config; raise ConfigError naming the key."""
@@ -124,7 +139,10 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA generator
     ema_start: int = 0  # generator step at which averaging starts (before: copy)
     max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
-    collective_timeout_s: int = 600  # process-group timeout: a dead rank stops the others
+    # Process-group timeouts: while starting (rendezvous, resume, first batches, the first step), then
+    # for every collective of training. A rank that died or hangs stops the others after it.
+    startup_timeout_s: int = 1800
+    collective_timeout_s: int = 600
     # CUDA: deterministic kernels (cuDNN deterministic, torch.use_deterministic_algorithms, the cuBLAS
     # workspace setting, TF32 off), so N + resume + N steps equal 2N bitwise on a GPU too (docs/gpu.md).
     # Slower; an op without a deterministic kernel then raises an error naming it.
@@ -224,6 +242,31 @@ class Config:
 # --------------------------------------------------------------------------- validation
 
 
+MINIBATCH_STD_GROUP = 4  # inputs of D per minibatch-std group (Karras et al. 2018)
+
+
+def _validate_packing(cfg: Config) -> None:
+    for key in ("packing", "minibatch_std"):
+        if getattr(cfg.model.g, key) != getattr(NetConfig, key):
+            raise ConfigError(f"model.g.{key}: only the discriminator packs or adds minibatch statistics (model.d.{key})")
+    m = cfg.model.d.packing
+    if m < 1:
+        raise ConfigError(f"model.d.packing must be >= 1, got {m}")
+    if (m > 1 or cfg.model.d.minibatch_std) and cfg.model.d.arch not in ("mlp", "dcgan"):
+        raise ConfigError(f"model.d.packing / model.d.minibatch_std: supported for model.d.arch mlp and dcgan, "
+                          f"not {cfg.model.d.arch}")
+    if m > 1 and not type(cfg.game).supports_packing:
+        raise ConfigError(f"model.d.packing: game.name={cfg.game.name} does not form packs (the unconditional gan game does)")
+    # Packs and groups are formed within each process's micro-batch, so the global batch is packed
+    # exactly as on one process only when they never straddle two processes.
+    if cfg.train.batch_size % m:
+        raise ConfigError(f"model.d.packing={m} must divide the per-process batch train.batch_size={cfg.train.batch_size}")
+    inputs = cfg.train.batch_size // m
+    if cfg.model.d.minibatch_std and inputs % MINIBATCH_STD_GROUP:
+        raise ConfigError(f"model.d.minibatch_std: D's inputs per process (train.batch_size / model.d.packing = "
+                          f"{inputs}) must divide into groups of {MINIBATCH_STD_GROUP}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; each error names the key to change."""
     positive = {
@@ -238,6 +281,7 @@ def validate(cfg: Config) -> None:
         "model.d.width": cfg.model.d.width,
         "data.resolution": cfg.data.resolution,
         "train.collective_timeout_s": cfg.train.collective_timeout_s,
+        "train.startup_timeout_s": cfg.train.startup_timeout_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -256,6 +300,9 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     _validate_optim(cfg)
+    if cfg.model.g.conditioning:
+        raise ConfigError("model.g.conditioning: only a discriminator's conditioning is chosen (model.d.conditioning)")
+    _validate_packing(cfg)
     cfg.game.validate(cfg)
     if cfg.data.name == "shards" and not cfg.data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
@@ -271,6 +318,8 @@ def validate(cfg: Config) -> None:
         for key, is_set in streamed_only.items():
             if is_set:
                 raise ConfigError(f"{key} applies to data.name=shards only (data.name={cfg.data.name})")
+    if cfg.data.split != "all" and cfg.data.name not in ("digits", "stacked_digits"):
+        raise ConfigError(f"data.split applies to data.name=digits and stacked_digits only (data.name={cfg.data.name})")
     if cfg.data.name in ("ring", "grid") and (cfg.model.g.arch != "mlp" or cfg.model.d.arch != "mlp"):
         raise ConfigError(
             f"data.name={cfg.data.name} is 2-D points: model.g.arch and model.d.arch must be mlp"

@@ -58,7 +58,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
         # Without cpu=True, Accelerate on a CUDA-less machine runs every process alone.
         cpu=wants_cpu(),
         mixed_precision="no",  # distgan applies autocast and one scaler per player itself
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))],
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.startup_timeout_s))],
     )
 
 
@@ -223,6 +223,8 @@ class Trainer:
         random.seed(rank_seed)
 
         self.step = 0
+        # The process-group timeout in force (config key, seconds), named when a peer is lost.
+        self._timeout = ("train.startup_timeout_s", cfg.train.startup_timeout_s)
         self.bad_steps = 0  # consecutive skipped steps
         self.skipped_steps = 0  # in this process's lifetime, logged as train/skipped_steps
         self.wandb_id = new_wandb_id()
@@ -472,6 +474,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
+    def _enter_training_timeout(self) -> None:
+        """Start-up (rendezvous, resume, loaders, the first step) may take long; training collectives
+        should not: from the first completed step on, a lost peer stops the others sooner."""
+        from torch.distributed.distributed_c10d import _set_pg_timeout
+
+        seconds = self.cfg.train.collective_timeout_s
+        if self.world > 1 and dist.is_initialized():
+            _set_pg_timeout(timedelta(seconds=seconds))
+        self._timeout = ("train.collective_timeout_s", seconds)
+
     def _handle_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
 
@@ -516,7 +528,7 @@ class Trainer:
             return None
         return TrainingError(
             f"rank {self.rank} lost another process at step {self.step} (it died, was killed, or did not answer "
-            f"within train.collective_timeout_s={self.cfg.train.collective_timeout_s}s): "
+            f"within {self._timeout[0]}={self._timeout[1]}s): "
             f"{text.splitlines()[0] if text else type(exc).__name__}. Rerun the same command to resume from "
             f"the last complete checkpoint ({checkpoint.find_latest(self.ckpt_root) or 'none yet'})")
 
@@ -544,6 +556,8 @@ class Trainer:
             t0, step0, images0 = time.perf_counter(), self.step, self.images_drawn
             while self.step < cfg.train.steps:
                 self.train_step()
+                if self._timeout[0] != "train.collective_timeout_s":
+                    self._enter_training_timeout()
                 self.log.advance()
                 step = self.step
                 if step % cfg.log.every == 0 or step == cfg.train.steps:
