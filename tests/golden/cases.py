@@ -52,10 +52,9 @@ def run_case(name: str, run_dir: Path) -> dict:
     """Train case `name` in this process; its losses per step and the sha256 of its weights."""
     import torch
 
+    from distgan.bench.mixtures import _reset_accelerate
     from distgan.cli import main
     from tests.helpers import flat_tensors, latest_state, metrics
-
-    from distgan.bench.mixtures import _reset_accelerate
 
     torch.set_num_threads(1)
     # On the CPU on any machine (the golden numbers are CPU float32 / bf16 numbers), with
