@@ -46,19 +46,23 @@ def _sample_conditions(args: argparse.Namespace, game):
     from distgan.errors import ConfigError
     from distgan.games import Conditions
 
+    codes = _sample_codes(args, game)
     if args.label is not None:
         if not game.conditional:
             raise ConfigError(f"--label: game.name={type(game).__name__} is unconditional (no labels to ask for)")
         classes = game.info.num_classes
         if args.label == "all":  # --num per class, class-major: one grid row per class
-            return Conditions(labels=torch.arange(classes).repeat_interleave(args.num)), args.num
+            labels = torch.arange(classes).repeat_interleave(args.num)
+            return Conditions(labels=labels, codes={k: v.repeat(classes) for k, v in codes.items()}), args.num
         try:
             label = int(args.label)
         except ValueError:
             raise ConfigError(f"--label {args.label!r}: expected a class index or all") from None
         if not 0 <= label < classes:
             raise ConfigError(f"--label {label}: this run has classes 0..{classes - 1}")
-        return Conditions(labels=torch.full((args.num,), label, dtype=torch.long)), 0
+        return Conditions(labels=torch.full((args.num,), label, dtype=torch.long), codes=codes), 0
+    if codes:
+        return Conditions(codes=codes), 0
     if args.inputs:
         if not game.image_input:
             raise ConfigError(f"--inputs: game.name={type(game).__name__} generates from noise, not from images")
@@ -68,6 +72,30 @@ def _sample_conditions(args: argparse.Namespace, game):
                               f"images in [-1, 1], got {tuple(images.shape)}")
         return Conditions(images=images), 0
     return None, 0
+
+
+def _sample_codes(args: argparse.Namespace, game) -> dict:
+    """`--code NAME=VALUE` flags -> {name: (--num,) tensor}: a class index for a categorical code, a
+    number for a continuous one (InfoGAN: cat=3, cont0=-1.5)."""
+    import torch
+
+    from distgan.errors import ConfigError
+
+    known, codes = game.latent_codes(), {}
+    for item in args.code or []:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in known:
+            have = f"the codes {', '.join(known)}" if known else "no latent codes"
+            raise ConfigError(f"--code {item!r}: expected NAME=VALUE, and game.name={type(game).__name__} has {have}")
+        try:
+            value = int(raw) if known[name] else float(raw)
+        except ValueError:
+            kind = "a class index" if known[name] else "a number"
+            raise ConfigError(f"--code {item!r}: {name} takes {kind}") from None
+        if known[name] and not 0 <= value < known[name]:
+            raise ConfigError(f"--code {item!r}: {name} has values 0..{known[name] - 1}")
+        codes[name] = torch.full((args.num,), value, dtype=torch.long if known[name] else torch.float32)
+    return codes
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -220,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", default=None,
                         help="conditional games: class L for every sample, or all (--num per class, class-major)")
     sample.add_argument("--labels-out", default="", help="conditional games: write the samples' labels (.npy)")
+    sample.add_argument("--code", action="append", default=[], metavar="NAME=VALUE",
+                        help="games with latent codes (InfoGAN): fix a code for every sample, e.g. cat=3 or "
+                             "cont0=-1.5 (repeatable)")
     sample.add_argument("--inputs", default="", help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate")
     sample.set_defaults(func=_cmd_sample)
     _add_data_commands(sub)

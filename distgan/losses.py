@@ -75,6 +75,31 @@ def r1_penalty(grad: Tensor) -> Tensor:
     return grad.flatten(1).pow(2).sum(dim=1).mean()
 
 
+# ----------------------------------------------------------------- conditional and information terms
+
+
+def aux_cross_entropy(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """AC-GAN's auxiliary classifier loss: -log C(y | x), averaged. class_logits: (B, K), labels: (B,)."""
+    return F.cross_entropy(class_logits.float(), labels)
+
+
+def categorical_information(code_logits: Tensor, codes: Tensor) -> Tensor:
+    """InfoGAN's categorical term: -E log Q(c | x), the negative mutual-information lower bound up to
+    the code's entropy. code_logits: (B, K), codes: (B,)."""
+    return F.cross_entropy(code_logits.float(), codes)
+
+
+def gaussian_information(mean: Tensor, codes: Tensor, logvar: Tensor | None = None) -> Tensor:
+    """InfoGAN's continuous term: Gaussian negative log-likelihood of the codes under Q, summed over
+    the codes and averaged over the batch, without the constant 0.5 log(2 pi). `logvar` None = unit
+    variance (the fixed-variance choice: half the squared error). mean, codes, logvar: (B, C)."""
+    err = (codes.float() - mean.float()).pow(2)
+    if logvar is None:
+        return 0.5 * err.sum(1).mean()
+    logvar = logvar.float()
+    return 0.5 * (logvar + err * torch.exp(-logvar)).sum(1).mean()
+
+
 # ----------------------------------------------------------------- registry
 
 

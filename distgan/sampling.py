@@ -119,6 +119,11 @@ def check_conditions(game, conditions: Optional[Conditions], num: int) -> None:
         bad = conditions.labels[(conditions.labels < 0) | (conditions.labels >= classes)]
         if len(bad):
             raise ConfigError(f"label {int(bad[0])} is not a class of this run (0..{classes - 1})")
+    known = game.latent_codes()
+    for name in conditions.codes:
+        if name not in known and name != "z":
+            raise ConfigError(f"code {name!r}: {type(game).__name__} has "
+                              f"{'the codes ' + ', '.join(known) if known else 'no latent codes'}")
     if conditions.images is not None and not game.image_input:
         raise ConfigError(f"{type(game).__name__} generates from noise: it takes no input images")
     for name, t in (("labels", conditions.labels), ("images", conditions.images), *conditions.codes.items()):
@@ -128,7 +133,11 @@ def check_conditions(game, conditions: Optional[Conditions], num: int) -> None:
 
 def grid_conditions(game, count: int, preview: Optional[Callable[[int], Batch]]) -> tuple[Optional[Conditions], int]:
     """What the training sample grid shows, and images per row: one row per class for conditional
-    games, input | output pairs for image-input games, else a square of unconditional samples."""
+    games, input | output pairs for image-input games, the game's own picture where it has one
+    (`Game.grid`), else a square of unconditional samples."""
+    own = game.grid(count)
+    if own is not None:
+        return own
     if game.conditional:
         classes = game.info.num_classes
         per_class = max(1, count // classes)

@@ -20,11 +20,16 @@ from distgan.games.base import (
     pick,
     touch,
 )
+from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.gan import AdversarialGame
+from distgan.games.infogan import InfoGANGame
 from distgan.plugins import import_object
 
 GAMES: dict[str, type[Game]] = {
     "gan": AdversarialGame,
+    "cgan": ConditionalGame,
+    "acgan": ACGANGame,
+    "infogan": InfoGANGame,
 }
 
 __all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",

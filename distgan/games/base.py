@@ -34,7 +34,9 @@ class Conditions:
     """What a sample is asked to be. Every field is optional and batch-first."""
 
     labels: Optional[Tensor] = None  # (B,) class indices (conditional games)
-    codes: dict[str, Tensor] = field(default_factory=dict)  # name -> (B, ...) latent codes (InfoGAN)
+    # name -> (B, ...) latent codes (InfoGAN: cat, cont0, ...; Game.latent_codes); "z" (B, z_dim) fixes the
+    # noise itself where the game honours it (InfoGAN's code sheets keep it fixed along a row).
+    codes: dict[str, Tensor] = field(default_factory=dict)
     images: Optional[Tensor] = None  # (B, C, H, W) inputs of image-to-image games, in [-1, 1]
 
     def __len__(self) -> int:
@@ -220,6 +222,16 @@ class Game:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds {sorted(state)}")
+
+    def latent_codes(self) -> dict[str, int]:
+        """The named codes `sample` honours in Conditions.codes (one value per sample): name -> number of
+        categories, 0 for a continuous code (InfoGAN: cat -> 10, cont0 -> 0)."""
+        return {}
+
+    def grid(self, count: int) -> Optional[tuple[Conditions, int]]:
+        """What the training sample grid shows when the game has its own picture (InfoGAN's code sheets):
+        the conditions of every image and the images per row; None = distgan.sampling's default."""
+        return None
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

@@ -45,6 +45,9 @@ class AdversarialConfig(GameConfig):
     clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
 
     def validate(self, cfg) -> None:
+        if cfg.model.d.conditioning:
+            raise ConfigError(f"model.d.conditioning applies to class-conditional games (cgan, acgan); "
+                              f"game.name={self.name} is unconditional")
         for key in ("n_critic", "r1_interval"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")

@@ -11,7 +11,7 @@ from torch import nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.models import dcgan, mlp
+from distgan.models import acgan_keras, dcgan, mlp
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
 _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
@@ -19,6 +19,8 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("mlp", "discriminator"): mlp.build_discriminator,
     ("dcgan", "generator"): dcgan.build_generator,
     ("dcgan", "discriminator"): dcgan.build_discriminator,
+    ("acgan_keras", "generator"): acgan_keras.build_generator,
+    ("acgan_keras", "discriminator"): acgan_keras.build_discriminator,
 }
 
 

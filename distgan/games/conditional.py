@@ -1,0 +1,137 @@
+"""Class-conditional GANs: CGAN (Mirza & Osindero 2014) and AC-GAN (Odena et al. 2017).
+
+Both generate G(z, y) for a class y drawn uniformly (or asked for when sampling). They differ
+in how D sees the class (`model.d.conditioning`, distgan.models.conditional):
+
+- `cgan`: D(x, y) with the label joined to its input (`concat`, default) or projected onto its
+  features (`projection`); the adversarial loss alone.
+- `acgan`: D(x) -> (real/fake, class) (`aux`); D's loss adds the auxiliary class cross-entropy on
+  real and fake samples, G's adds it on its fakes (both weighted by `game.aux_weight`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from distgan import losses
+from distgan.config import POINT_DATA
+from distgan.data.base import Batch, DataInfo
+from distgan.errors import ConfigError
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.models.conditional import build_conditional_discriminator, build_conditional_generator
+
+
+@dataclass
+class ConditionalConfig(GameConfig):
+    """`game:` keys of `name: cgan`."""
+
+    name: str = "cgan"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
+    noise: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I), or U[-1, 1] as in the Keras AC-GAN example
+    # Noise batches per G step, generated as one batch (the Keras AC-GAN example: 2, "twice the size").
+    g_batches: int = 1
+
+    conditionings: ClassVar[tuple[str, ...]] = ("concat", "projection")  # model.d.conditioning accepted
+
+    def validate(self, cfg) -> None:
+        if self.g_batches <= 0:
+            raise ConfigError(f"game.g_batches must be > 0, got {self.g_batches}")
+        chosen = cfg.model.d.conditioning
+        if chosen and chosen not in self.conditionings:
+            raise ConfigError(f"model.d.conditioning={chosen}: game.name={self.name} takes "
+                              f"{' or '.join(self.conditionings)}")
+        if cfg.data.name in POINT_DATA:
+            raise ConfigError(f"game.name={self.name} is conditional, but data.name={cfg.data.name} has no class "
+                              f"labels (use digits, stacked_digits or labelled shards)")
+
+
+@dataclass
+class ACGANConfig(ConditionalConfig):
+    """`game:` keys of `name: acgan`."""
+
+    name: str = "acgan"
+    aux_weight: float = 1.0  # weight of the auxiliary class cross-entropy in both players' losses
+
+    conditionings: ClassVar[tuple[str, ...]] = ("aux",)
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        if self.aux_weight < 0:
+            raise ConfigError(f"game.aux_weight must be >= 0, got {self.aux_weight}")
+
+
+class ConditionalGame(Game):
+    """CGAN: G(z, y) against D(x, y)."""
+
+    Config = ConditionalConfig
+    conditional = True
+
+    def __init__(self, cfg, info: DataInfo):
+        super().__init__()
+        self.cfg = cfg.game
+        if info.num_classes < 2:
+            where = "data.shards" if cfg.data.name == "shards" else "data.name"
+            raise ConfigError(f"game.name={self.cfg.name} is conditional, but {where}="
+                              f"{cfg.data.shards or cfg.data.name} has no class labels")
+        self.classes = info.num_classes
+        self.z_dim = cfg.model.z_dim
+        self.loss = losses.adversarial(self.cfg.loss)
+        self.conditioning = cfg.model.d.conditioning or self.Config.conditionings[0]
+        self.aux = self.conditioning == "aux"
+        self.nets = {
+            "G": build_conditional_generator("model.g", cfg.model.g, cfg.model, info),
+            "D": build_conditional_discriminator("model.d", cfg.model.d, cfg.model, info, self.conditioning),
+        }
+        self.players = {GENERATOR: ("G",), DISCRIMINATOR: ("D",)}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", DISCRIMINATOR, self.d_loss), Phase("G", GENERATOR, self.g_loss, uses_data=False)]
+
+    def _latent(self, ctx: StepContext, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """(B, z_dim) noise and (B,) labels; the labels are drawn even when given, so the draws
+        that follow do not depend on it."""
+        z = ctx.randn(self.z_dim) if self.cfg.noise == "normal" else ctx.rand(self.z_dim) * 2 - 1
+        drawn = ctx.randint(self.classes)
+        return z, drawn if labels is None else labels
+
+    def _outputs(self) -> tuple[str, ...]:
+        return ("logits", "class_logits") if self.aux else ("logits",)
+
+    def d_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
+        G, D = self.nets["G"], self.nets["D"]
+        z, y_fake = self._latent(ctx)
+        with torch.no_grad():
+            fake = G(z, y_fake)  # (B, *sample)
+        real_out = D(batch.x, batch.y, outputs=self._outputs())
+        fake_out = D(fake, y_fake, outputs=self._outputs())
+        terms = self.loss.discriminator(real_out["logits"], fake_out["logits"])
+        if self.aux:
+            w = self.cfg.aux_weight
+            terms["aux_real"] = w * losses.aux_cross_entropy(real_out["class_logits"], batch.y)
+            terms["aux_fake"] = w * losses.aux_cross_entropy(fake_out["class_logits"], y_fake)
+        return terms
+
+    def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
+        draws = [self._latent(ctx) for _ in range(self.cfg.g_batches)]
+        z, y = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])  # (g_batches * B, ...)
+        out = self.nets["D"](self.nets["G"](z, y), y, outputs=self._outputs())
+        terms = {"adv": self.loss.generator(out["logits"])}
+        if self.aux:
+            terms["aux"] = self.cfg.aux_weight * losses.aux_cross_entropy(out["class_logits"], y)
+        return terms
+
+    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
+               conditions: Optional[Conditions] = None) -> Samples:
+        z, y = self._latent(ctx, None if conditions is None else conditions.labels)
+        return Samples(nets["G"](z, y), labels=y)
+
+
+class ACGANGame(ConditionalGame):
+    """AC-GAN: G(z, y) against D(x) -> (real/fake, class)."""
+
+    Config = ACGANConfig
