@@ -110,6 +110,21 @@ def new_wandb_id() -> str:
     return secrets.token_hex(4)
 
 
+WANDB_ID_FILE = "wandb_id"
+
+
+def fixed_wandb_id(run_dir: Path, from_checkpoint: str = "") -> str:
+    """The run's W&B id: the checkpoint's when resuming, else the one this run dir was given at its
+    first start (`<run dir>/wandb_id`), else a new one; written back atomically."""
+    path = run_dir / WANDB_ID_FILE
+    run_id = from_checkpoint or (path.read_text().strip() if path.is_file() else "") or new_wandb_id()
+    if not path.is_file() or path.read_text().strip() != run_id:
+        tmp = path.with_name(f".{WANDB_ID_FILE}.tmp")
+        tmp.write_text(run_id + "\n")
+        tmp.replace(path)
+    return run_id
+
+
 class RunLog:
     """metrics.jsonl, console and W&B for rank 0; a no-op object on other ranks."""
 

@@ -35,7 +35,7 @@ from distgan.data import build_source
 from distgan.data.base import derive_seed
 from distgan.errors import ConfigError, TrainingError
 from distgan.games import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext, build_game
-from distgan.log import RunLog, Stats, new_wandb_id, scatter_image
+from distgan.log import RunLog, Stats, fixed_wandb_id, scatter_image
 from distgan.sampling import generate, grid_conditions, sheet
 from distgan.train import checkpoint
 from distgan.train.devices import set_numerics, wants_cpu
@@ -227,7 +227,7 @@ class Trainer:
         self._timeout = ("train.startup_timeout_s", cfg.train.startup_timeout_s)
         self.bad_steps = 0  # consecutive skipped steps
         self.skipped_steps = 0  # in this process's lifetime, logged as train/skipped_steps
-        self.wandb_id = new_wandb_id()
+        self.wandb_id = ""  # from the checkpoint when resuming, else fixed in the run dir below
         self.stats = Stats()
         self._stop_signal: Optional[int] = None
         self._stop_file = Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None
@@ -235,6 +235,9 @@ class Trainer:
         self._resume()
         if self.is_main:  # after _resume, which may refuse to touch this run dir
             (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
+            # Fixed at the first start, so a job that dies before its first checkpoint is rerun into
+            # the same W&B run; a checkpoint's id (the same, or an older run's) wins.
+            self.wandb_id = fixed_wandb_id(self.run_dir, self.wandb_id)
         # Evaluation during training (eval.every): built here so config errors stop the run before it starts.
         self.evaluator = None
         if cfg.eval.every:

@@ -45,3 +45,21 @@ def test_no_api_key_in_logs(tmp_path):
     for text in [proc.stdout, proc.stderr] + [p.read_text(errors="replace") for p in run.rglob("*")
                                               if p.is_file() and p.suffix in (".log", ".yaml", ".jsonl", ".txt")]:
         assert "0123456789abcdef0123456789abcdef01234567" not in text
+
+
+def test_a_rerun_before_the_first_checkpoint_logs_to_the_same_run(tmp_path):
+    """The id is fixed at the first start (<run dir>/wandb_id), not only in checkpoints: a job that
+    died before its first checkpoint is rerun into the same W&B run."""
+    import shutil
+
+    run = tmp_path / "run"
+    common = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "train.steps=2", "log.every=1", "log.wandb=offline",
+              f"run.dir={run}"]
+    run_cli("train", *common)
+    run_id = (run / "wandb_id").read_text().strip()
+    assert latest_state(run)["wandb_id"] == run_id
+    shutil.rmtree(run / "checkpoints")  # as if it had died before writing one
+    again = run_cli("train", *common)
+    assert "resumed" not in again.stdout
+    assert (run / "wandb_id").read_text().strip() == run_id
+    assert len(sorted((run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))) == 2
