@@ -8,6 +8,10 @@
   image, 1,000 modes (the "stacked MNIST" mode-collapse benchmark of VEEGAN and
   PacGAN, built from the bundled digits); label 100 * d0 + 10 * d1 + d2.
 
+`data.split` (digits, stacked_digits): `train` or `test` draws only from a fixed,
+stratified 80/20 split of the 1,797 digits (`digits_split`); `all` draws from all
+of them exactly as before the split existed.
+
 Batches are drawn per *global* batch from a generator seeded by (seed, draw),
 and each rank keeps its slice: P processes x batch B see exactly the samples
 that 1 process x batch P*B sees.
@@ -145,6 +149,39 @@ def load_digits(resolution: int) -> tuple[Tensor, Tensor]:
     return images.contiguous(), torch.from_numpy(bunch.target).long()
 
 
+_SPLIT_SEED = 0x5B117  # the split is a property of the data set, not of a run's seed
+TRAIN_FRACTION = 0.8
+
+
+@lru_cache(maxsize=4)
+def digits_split(split: str) -> Tensor | None:
+    """Indices into the 1,797 digits of `split` (sorted), None for `all`. Stratified: within each
+    class, a fixed permutation puts round(0.8 * n_class) digits in `train` and the rest in `test`,
+    so both halves keep the classes' proportions; the same on every machine and run."""
+    if split == "all":
+        return None
+    if split not in ("train", "test"):
+        raise ConfigError(f"data.split must be all, train or test, got {split!r}")
+    _, labels = load_digits(8)
+    gen = torch.Generator().manual_seed(_SPLIT_SEED)
+    train, test = [], []
+    for c in range(int(labels.max()) + 1):
+        members = torch.nonzero(labels == c).flatten()  # (n_c,)
+        members = members[torch.randperm(len(members), generator=gen)]
+        cut = round(TRAIN_FRACTION * len(members))
+        train.append(members[:cut])
+        test.append(members[cut:])
+    chosen = torch.cat(train if split == "train" else test)
+    return chosen.sort().values
+
+
+def load_digits_split(resolution: int, split: str = "all") -> tuple[Tensor, Tensor]:
+    """`load_digits` restricted to `split` (train | test | all)."""
+    x, y = load_digits(resolution)
+    idx = digits_split(split)
+    return (x, y) if idx is None else (x[idx], y[idx])
+
+
 class TensorSource(_GlobalStream):
     """Epochs over an in-memory tensor, shuffled per epoch from (seed, epoch).
 
@@ -202,9 +239,9 @@ class StackedDigitsSource(_BlockSource):
     def data_info(cls, resolution: int) -> DataInfo:
         return DataInfo(kind="images", shape=(cls.CHANNELS, resolution, resolution), num_classes=10**cls.CHANNELS)
 
-    def __init__(self, resolution: int, **common):
+    def __init__(self, resolution: int, split: str = "all", **common):
         super().__init__(self.data_info(resolution), **common)
-        self.images, self.labels = load_digits(resolution)  # (N, 1, R, R), (N,)
+        self.images, self.labels = load_digits_split(resolution, split)  # (N, 1, R, R), (N,)
 
     def make_block(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         idx = torch.randint(len(self.images), (self.BLOCK, self.CHANNELS), generator=gen)  # (BLOCK, 3)
@@ -253,8 +290,8 @@ def build_builtin(data_cfg, *, global_batch: int, rank: int, world_size: int, se
     if data_cfg.name in MIXTURES:
         return MixtureSource(data_cfg.name, **common)
     if data_cfg.name == "digits":
-        x, y = load_digits(data_cfg.resolution)
+        x, y = load_digits_split(data_cfg.resolution, data_cfg.split)
         return TensorSource(x, y, builtin_info(data_cfg), **common)
     if data_cfg.name == "stacked_digits":
-        return StackedDigitsSource(data_cfg.resolution, **common)
+        return StackedDigitsSource(data_cfg.resolution, data_cfg.split, **common)
     raise KeyError(data_cfg.name)
