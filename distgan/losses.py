@@ -7,6 +7,8 @@ the losses of equally sized micro-batches and ranks averages the global batch.
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Callable, NamedTuple
 
 import torch
@@ -100,6 +102,77 @@ def gaussian_information(mean: Tensor, codes: Tensor, logvar: Tensor | None = No
     return 0.5 * (logvar + err * torch.exp(-logvar)).sum(1).mean()
 
 
+# ----------------------------------------------------------------- f-GAN divergences
+
+
+class FDivergence(NamedTuple):
+    """One f-divergence of f-GAN (Nowozin et al. 2016, Table 2 and Table 6), on the critic's raw
+    output v. `activation` is g_f, mapping v into the domain of f*; `conjugate` is f*, the Fenchel
+    conjugate of the generator function f; `conjugate_of_activation` is f*(g_f(v)) in a form that
+    stays finite where composing the two would not (log of exp, 1 - exp). `generator_f` is f itself
+    and `optimal_logit` the v with g_f(v) = f'(p / q), the optimal critic, from log(p / q)
+    (both for tests and documentation)."""
+
+    activation: Callable[[Tensor], Tensor]
+    conjugate: Callable[[Tensor], Tensor]
+    conjugate_of_activation: Callable[[Tensor], Tensor]
+    generator_f: Callable[[Tensor], Tensor]
+    optimal_logit: Callable[[Tensor], Tensor]
+
+
+_LOG2 = math.log(2.0)
+
+F_DIVERGENCES: dict[str, FDivergence] = {
+    # KL(P || Q): f(u) = u log u; g_f(v) = v; f*(t) = exp(t - 1); T* = 1 + log(p/q).
+    "kl": FDivergence(
+        lambda v: v, lambda t: torch.exp(t - 1), lambda v: torch.exp(v - 1),
+        lambda u: u * torch.log(u), lambda log_r: 1 + log_r),
+    # KL(Q || P): f(u) = -log u; g_f(v) = -exp(-v); f*(t) = -1 - log(-t); T* = -q/p.
+    "reverse_kl": FDivergence(
+        lambda v: -torch.exp(-v), lambda t: -1 - torch.log(-t), lambda v: v - 1,
+        lambda u: -torch.log(u), lambda log_r: log_r),
+    # Pearson chi^2: f(u) = (u - 1)^2; g_f(v) = v; f*(t) = t^2 / 4 + t; T* = 2 (p/q - 1).
+    "pearson": FDivergence(
+        lambda v: v, lambda t: 0.25 * t * t + t, lambda v: 0.25 * v * v + v,
+        lambda u: (u - 1).pow(2), lambda log_r: 2 * torch.expm1(log_r)),
+    # Squared Hellinger: f(u) = (sqrt(u) - 1)^2; g_f(v) = 1 - exp(-v); f*(t) = t / (1 - t);
+    # T* = 1 - sqrt(q/p). f*(g_f(v)) = exp(v) - 1.
+    "hellinger": FDivergence(
+        lambda v: -torch.expm1(-v), lambda t: t / (1 - t), lambda v: torch.expm1(v),
+        lambda u: (torch.sqrt(u) - 1).pow(2), lambda log_r: 0.5 * log_r),
+    # Jensen-Shannon (the paper's f, which is 2 JS): f(u) = -(u + 1) log((1 + u) / 2) + u log u;
+    # g_f(v) = log 2 - log(1 + exp(-v)); f*(t) = -log(2 - exp(t)); T* = log(2p / (p + q)).
+    # f*(g_f(v)) = softplus(v) - log 2.
+    "js": FDivergence(
+        lambda v: _LOG2 - F.softplus(-v), lambda t: -torch.log(2 - torch.exp(t)), lambda v: F.softplus(v) - _LOG2,
+        lambda u: -(u + 1) * torch.log((1 + u) / 2) + u * torch.log(u), lambda log_r: log_r),
+    # The original GAN divergence: f(u) = u log u - (u + 1) log(u + 1); g_f(v) = -log(1 + exp(-v));
+    # f*(t) = -log(1 - exp(t)); T* = log(p / (p + q)). f*(g_f(v)) = softplus(v).
+    "gan": FDivergence(
+        lambda v: -F.softplus(-v), lambda t: -torch.log(-torch.expm1(t)), F.softplus,
+        lambda u: u * torch.log(u) - (u + 1) * torch.log(u + 1), lambda log_r: log_r),
+}
+
+
+def f_divergence(name: str) -> FDivergence:
+    return F_DIVERGENCES[name]
+
+
+def d_f_divergence(real_logits: Tensor, fake_logits: Tensor, divergence: FDivergence) -> dict[str, Tensor]:
+    """f-GAN critic loss: -(E_P[g_f(V(x))] - E_Q[f*(g_f(V(G(z))))]), the negated variational lower
+    bound of D_f(P || Q); at the optimum -loss estimates the divergence."""
+    real = -divergence.activation(real_logits.float()).mean()
+    fake = divergence.conjugate_of_activation(fake_logits.float()).mean()
+    return {"real": real, "fake": fake}
+
+
+def g_f_divergence(fake_logits: Tensor, divergence: FDivergence) -> Tensor:
+    """f-GAN generator loss, the paper's alternative update (sec. 3.2): maximise E_Q[g_f(V(G(z)))]
+    rather than minimise -E_Q[f*(g_f(V(G(z))))], as -log D(G(z)) replaces log(1 - D(G(z))) in the
+    original GAN; the paper notes it keeps the stationary points and found it faster for every f."""
+    return -divergence.activation(fake_logits.float()).mean()
+
+
 # ----------------------------------------------------------------- registry
 
 
@@ -115,6 +188,11 @@ ADVERSARIAL: dict[str, AdversarialLoss] = {
     "least_squares": AdversarialLoss(d_least_squares, g_least_squares, False),
     "wasserstein": AdversarialLoss(d_wasserstein, g_linear, False),
     "hinge": AdversarialLoss(d_hinge, g_linear, False),
+    **{
+        f"fgan_{name}": AdversarialLoss(partial(d_f_divergence, divergence=div),
+                                        partial(g_f_divergence, divergence=div), False)
+        for name, div in F_DIVERGENCES.items()
+    },
 }
 
 

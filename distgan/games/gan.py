@@ -1,14 +1,16 @@
-"""G(z) against D(x): GAN, DCGAN, LSGAN, WGAN (clipping), WGAN-GP, hinge.
+"""G(z) against D(x): GAN, DCGAN, LSGAN, WGAN (clipping), WGAN-GP, hinge, f-GAN, PacGAN.
 
 The families differ only in the adversarial loss (distgan.losses) and in how D
 is constrained (weight clipping, gradient penalty, R1), so one game covers them
-and the configs choose.
+and the configs choose. Packing (PacGAN, `model.d.packing=m`): D judges packs of m
+consecutive samples of a rank's batch, joined along channels or features, so a pack
+never spans two ranks and P processes x batch B form the packs of 1 process x P*B.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Optional
+from typing import ClassVar, Literal, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +30,7 @@ from distgan.games.base import (
     touch,
 )
 from distgan.models import build_net
+from distgan.models.packing import pack
 
 
 @dataclass
@@ -35,14 +38,19 @@ class AdversarialConfig(GameConfig):
     """`game:` keys of `name: gan`."""
 
     name: str = "gan"
-    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
-    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge,
+    # or an f-GAN divergence (Nowozin et al. 2016): fgan_kl | fgan_reverse_kl | fgan_pearson |
+    # fgan_hellinger | fgan_js | fgan_gan
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge", "fgan_kl", "fgan_reverse_kl",
+                  "fgan_pearson", "fgan_hellinger", "fgan_js", "fgan_gan"] = "nonsaturating"
     n_critic: int = 1  # D steps per G step
     label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
     r1_gamma: float = 0.0  # R1 penalty weight on real data
     r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
     clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
+
+    supports_packing: ClassVar[bool] = True  # forms model.d.packing packs (see packing.pack)
 
     def validate(self, cfg) -> None:
         if cfg.model.d.conditioning:
@@ -77,6 +85,7 @@ class AdversarialGame(Game):
         self.cfg = cfg.game
         self.z_dim = cfg.model.z_dim
         self.loss = losses.adversarial(cfg.game.loss)
+        self.packing = cfg.model.d.packing
         self.nets = {
             "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
             "D": build_net(DISCRIMINATOR, "model.d", cfg.model.d, cfg.model, info),
@@ -95,34 +104,39 @@ class AdversarialGame(Game):
     def _real_target_kwargs(self) -> dict:
         return {"real_target": 1.0 - self.cfg.label_smoothing} if self.loss.uses_real_target else {}
 
+    def _judge(self, D: nn.Module, x: Tensor) -> Tensor:
+        """D's logits, one per pack of `packing` consecutive samples of x (B, ...) -> (B / packing,)."""
+        return D(pack(x, self.packing))
+
     def d_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]
         with torch.no_grad():
             fake = G(ctx.randn(self.z_dim))  # (B, *sample)
         eager_r1 = self.cfg.r1_gamma > 0 and self.cfg.r1_interval == 1
         real = batch.x.detach().requires_grad_(eager_r1)
-        real_logits = D(real)
-        fake_logits = D(fake)
+        real_logits = self._judge(D, real)  # (B / packing,)
+        fake_logits = self._judge(D, fake)
         terms = self.loss.discriminator(real_logits, fake_logits, **self._real_target_kwargs())
         if self.cfg.gp_weight:
             alpha = ctx.rand(*([1] * (real.dim() - 1)))  # (B, 1, ...) one mix per sample
             mixed = torch.lerp(real.detach(), fake.to(real.dtype), alpha).requires_grad_(True)
-            grad = ctx.input_grad(D(mixed), mixed)
-            terms["gp"] = self.cfg.gp_weight * losses.gradient_penalty(grad)
+            grad = ctx.input_grad(self._judge(D, mixed), mixed)
+            terms["gp"] = self.cfg.gp_weight * losses.gradient_penalty(pack(grad, self.packing))
         if eager_r1:
-            terms["r1"] = 0.5 * self.cfg.r1_gamma * losses.r1_penalty(ctx.input_grad(real_logits, real))
+            grad = pack(ctx.input_grad(real_logits, real), self.packing)  # a pack is one input of D
+            terms["r1"] = 0.5 * self.cfg.r1_gamma * losses.r1_penalty(grad)
         return terms
 
     def d_r1_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         real = batch.x.detach().requires_grad_(True)
-        logits = self.nets["D"](real)
-        grad = ctx.input_grad(logits, real)
+        logits = self._judge(self.nets["D"], real)
+        grad = pack(ctx.input_grad(logits, real), self.packing)
         # Lazy regularization: applied every k steps with k times the weight. The gradient of the
         # input does not depend on D's last bias: touch it so DDP sees every parameter used.
         return {"r1": 0.5 * self.cfg.r1_gamma * self.cfg.r1_interval * losses.r1_penalty(grad) + touch(logits)}
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
-        fake_logits = self.nets["D"](self.nets["G"](ctx.randn(self.z_dim)))
+        fake_logits = self._judge(self.nets["D"], self.nets["G"](ctx.randn(self.z_dim)))
         return {"adv": self.loss.generator(fake_logits)}
 
     # ------------------------------------------------------------------ hooks

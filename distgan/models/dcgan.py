@@ -9,9 +9,11 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from distgan.config import MINIBATCH_STD_GROUP
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.models.outputs import named_outputs
+from distgan.models.packing import MinibatchStd
 
 
 def _num_stages(resolution: int) -> int:
@@ -57,7 +59,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, resolution: int, width: int, norm: str):
+    def __init__(self, in_channels: int, resolution: int, width: int, norm: str, minibatch_std: bool = False):
         super().__init__()
         stages = _num_stages(resolution)
         ch = width
@@ -66,7 +68,9 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(stages - 1):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch * 2), nn.LeakyReLU(0.2, True)]
             ch *= 2
-        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
+        if minibatch_std:  # one more 4x4 feature map: the variety within a group of inputs
+            layers.append(MinibatchStd(MINIBATCH_STD_GROUP))
+        layers.append(nn.Conv2d(ch + minibatch_std, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
 
@@ -90,4 +94,6 @@ def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
 
 def build_discriminator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
     _check_images(info)
-    return DCGANDiscriminator(info.shape[0], info.shape[-1], net_cfg.width, net_cfg.norm)
+    # Packing: D's input is m samples joined along channels (distgan.models.packing.pack).
+    return DCGANDiscriminator(info.shape[0] * net_cfg.packing, info.shape[-1], net_cfg.width, net_cfg.norm,
+                              net_cfg.minibatch_std)

@@ -8,8 +8,10 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from distgan.config import MINIBATCH_STD_GROUP
 from distgan.data.base import DataInfo
 from distgan.models.outputs import named_outputs
+from distgan.models.packing import MinibatchStd
 
 
 def _hidden_stack(in_dim: int, width: int, depth: int, norm: str, act: nn.Module) -> list[nn.Module]:
@@ -38,10 +40,12 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], width: int, depth: int, norm: str):
+    def __init__(self, in_shape: tuple[int, ...], width: int, depth: int, norm: str, minibatch_std: bool = False):
         super().__init__()
         layers = _hidden_stack(math.prod(in_shape), width, depth, norm, nn.LeakyReLU(0.2))
-        layers.append(nn.Linear(width, 1))
+        if minibatch_std:  # one more feature: the variety within a group of inputs
+            layers.append(MinibatchStd(MINIBATCH_STD_GROUP))
+        layers.append(nn.Linear(width + minibatch_std, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, outputs: Optional[tuple[str, ...]] = None):
@@ -57,4 +61,6 @@ def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
 
 
 def build_discriminator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
-    return MLPDiscriminator(info.shape, net_cfg.width, net_cfg.depth, net_cfg.norm)
+    # Packing: D's input is m samples joined along features (distgan.models.packing.pack).
+    return MLPDiscriminator((net_cfg.packing * math.prod(info.shape),), net_cfg.width, net_cfg.depth, net_cfg.norm,
+                            net_cfg.minibatch_std)
