@@ -167,9 +167,10 @@ def d_f_divergence(real_logits: Tensor, fake_logits: Tensor, divergence: FDiverg
 
 
 def g_f_divergence(fake_logits: Tensor, divergence: FDivergence) -> Tensor:
-    """f-GAN generator loss, the paper's alternative update (sec. 3.2): maximise E_Q[g_f(V(G(z)))]
-    rather than minimise -E_Q[f*(g_f(V(G(z))))], as -log D(G(z)) replaces log(1 - D(G(z))) in the
-    original GAN; the paper notes it keeps the stationary points and found it faster for every f."""
+    """f-GAN generator loss: the paper's alternative update ("practical considerations" of its
+    single-step algorithm), maximise E_Q[g_f(V(G(z)))] rather than minimise -E_Q[f*(g_f(V(G(z))))],
+    as -log D(G(z)) replaces log(1 - D(G(z))) in the original GAN; the paper shows it keeps the
+    saddle points and recommends it. Used here for every divergence."""
     return -divergence.activation(fake_logits.float()).mean()
 
 
