@@ -56,13 +56,17 @@ class ACGANConfig(ConditionalConfig):
 
     name: str = "acgan"
     aux_weight: float = 1.0  # weight of the auxiliary class cross-entropy in both players' losses
+    # Scale of D's auxiliary term on fakes (1 = the paper and the Keras example; 0 = D's classifier
+    # learns from real samples only, so G cannot make its own version of a class pass as that class).
+    aux_fake_weight: float = 1.0
 
     conditionings: ClassVar[tuple[str, ...]] = ("aux",)
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        if self.aux_weight < 0:
-            raise ConfigError(f"game.aux_weight must be >= 0, got {self.aux_weight}")
+        for key in ("aux_weight", "aux_fake_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
 
 
 class ConditionalGame(Game):
@@ -113,7 +117,9 @@ class ConditionalGame(Game):
         if self.aux:
             w = self.cfg.aux_weight
             terms["aux_real"] = w * losses.aux_cross_entropy(real_out["class_logits"], batch.y)
-            terms["aux_fake"] = w * losses.aux_cross_entropy(fake_out["class_logits"], y_fake)
+            # Computed even at weight 0: the class head then still gets a (zero) gradient from it.
+            fake_ce = losses.aux_cross_entropy(fake_out["class_logits"], y_fake)
+            terms["aux_fake"] = w * self.cfg.aux_fake_weight * fake_ce
         return terms
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:

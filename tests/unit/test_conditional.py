@@ -90,6 +90,15 @@ def test_acgan_terms_reach_their_player_only(phase, term, reached):
     assert _grads_of(game, phase, term, plan_phases(game, game.nets)) == reached
 
 
+def test_acgan_real_only_classifier_keeps_every_d_parameter_in_the_graph():
+    game = _game("acgan", "game.aux_fake_weight=0")
+    plan = plan_phases(game, game.nets)[0]
+    terms = plan.phase.loss(_batch(), _ctx())
+    assert terms["aux_fake"].item() == 0.0 and terms["aux_real"].item() > 0
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in plan.params)  # DDP needs every trained parameter's gradient
+
+
 @pytest.mark.parametrize("phase, term, reached", [
     ("D", "info_cat", {"D", "Q"}), ("D", "info_cont", {"D", "Q"}), ("D", "real", {"D"}),
     ("G", "info_cat", {"G", "Q"}), ("G", "info_cont", {"G", "Q"}), ("G", "adv", {"G"}),
@@ -205,6 +214,8 @@ def test_infogan_grid_is_a_sheet_per_continuous_code():
     (["game.name=cgan", "model.g.conditioning=concat"], "model.g.conditioning"),
     (["game.name=infogan", "game.categories=1"], "game.categories=1"),
     (["game.name=cgan", "game.g_batches=0"], "game.g_batches"),
+    (["game.name=acgan", "game.aux_fake_weight=-1"], "game.aux_fake_weight"),
+    (["game.name=cgan", "game.aux_weight=1"], "unknown config key game.aux_weight"),
 ])
 def test_bad_conditional_configs_are_refused_naming_the_key(overrides, named):
     with pytest.raises(ConfigError, match=named):
