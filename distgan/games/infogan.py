@@ -42,6 +42,9 @@ class InfoGANConfig(GameConfig):
     categories: int = 10  # classes of the categorical code (0 = none)
     continuous: int = 2  # continuous codes, uniform in [-1, 1]
     info_weight: float = 1.0  # lambda: weight of the mutual-information loss in both players' losses
+    # Extra factor on the continuous codes' term (the paper sets their lambda lower, so that the
+    # differential entropy is on the scale of the categorical term).
+    continuous_weight: float = 1.0
     variance: Literal["fixed", "learned"] = "fixed"  # Q's Gaussian for the continuous codes: unit, or predicted
     q_width: int = 128  # hidden units of the Q head
 
@@ -53,8 +56,9 @@ class InfoGANConfig(GameConfig):
                               f"InfoGAN needs at least one code (both >= 0)")
         if self.categories == 1:
             raise ConfigError("game.categories=1 carries no information; use 0 (none) or >= 2")
-        if self.info_weight < 0:
-            raise ConfigError(f"game.info_weight must be >= 0, got {self.info_weight}")
+        for key in ("info_weight", "continuous_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
         if self.q_width <= 0:
             raise ConfigError(f"game.q_width must be > 0, got {self.q_width}")
         if cfg.model.d.conditioning:
@@ -118,7 +122,8 @@ class InfoGANGame(Game):
             terms["info_cat"] = w * losses.categorical_information(q[:, :k], codes["cat"])
         if c:
             logvar = q[:, k + c :] if self.cfg.variance == "learned" else None
-            terms["info_cont"] = w * losses.gaussian_information(q[:, k : k + c], codes["cont"], logvar)
+            cont = losses.gaussian_information(q[:, k : k + c], codes["cont"], logvar)
+            terms["info_cont"] = w * self.cfg.continuous_weight * cont
         return terms
 
     # ------------------------------------------------------------------ losses

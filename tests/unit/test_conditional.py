@@ -215,6 +215,7 @@ def test_infogan_grid_is_a_sheet_per_continuous_code():
     (["game.name=infogan", "game.categories=1"], "game.categories=1"),
     (["game.name=cgan", "game.g_batches=0"], "game.g_batches"),
     (["game.name=acgan", "game.aux_fake_weight=-1"], "game.aux_fake_weight"),
+    (["game.name=infogan", "game.continuous_weight=-0.1"], "game.continuous_weight"),
     (["game.name=cgan", "game.aux_weight=1"], "unknown config key game.aux_weight"),
 ])
 def test_bad_conditional_configs_are_refused_naming_the_key(overrides, named):
