@@ -199,7 +199,6 @@ class Trainer:
             raise ConfigError(f"game.name={cfg.game.name} translates images, but data.name={cfg.data.name} "
                               f"has no fixed inputs for the sample grid")
         self.plans = plan_phases(self.game, self.nets)
-        self.phases: list[Phase] = [plan.phase for plan in self.plans]
         self.optimizers = {
             group: _build_optimizer([p for n in members for p in self.nets[n].parameters()], cfg.optim[group])
             for group, members in self.game.optimizer_groups.items()
