@@ -1,4 +1,4 @@
-"""AC-GAN and InfoGAN under the contract's distributed proofs (tests/games/test_contract.py):
+"""CGAN (projection D), AC-GAN and InfoGAN under the contract's distributed proofs (tests/games/test_contract.py):
 2 gloo processes x batch B train like 1 process x batch 2B, and N + resume + N steps on 2
 processes equal 2N bitwise. BatchNorm-free nets, as the other parity cases: per-rank batch
 statistics would differ from one process's by design (model.sync_bn makes them global)."""
@@ -13,6 +13,8 @@ CASES = {
     # G's step on two noise batches, as the Keras example's reference config does.
     "acgan": ["configs/acgan_digits.yaml", *_BN_FREE, "game.g_batches=2"],
     "infogan": ["configs/infogan_digits.yaml", *_BN_FREE, "game.variance=learned"],
+    # The projection discriminator (the conditioning BigGAN reuses).
+    "cgan_projection": ["configs/cgan_digits.yaml", *_BN_FREE, "model.d.conditioning=projection"],
 }
 
 
