@@ -27,9 +27,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dump_yaml(cfg), end="")
         return 0
+    from distgan.errors import DistganError
     from distgan.train.trainer import Trainer
 
-    trainer = Trainer(cfg)
+    fresh = not cfg.run_dir.exists()
+    try:
+        trainer = Trainer(cfg)
+    except DistganError:
+        if fresh:  # refused before it wrote anything: leave no empty run dir behind either
+            _remove_if_empty(cfg.run_dir)
+        raise
     step = trainer.fit()
     stopped = step < cfg.train.steps
     if trainer.is_main:
@@ -37,6 +44,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
               flush=True)
     trainer.acc.end_training()
     return EXIT_STOPPED if stopped else 0
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()  # only an empty directory; every rank may try, one wins
+    except OSError:
+        pass
 
 
 def _sample_conditions(args: argparse.Namespace, game):
