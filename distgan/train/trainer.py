@@ -40,6 +40,7 @@ from distgan.sampling import generate, grid_conditions, sheet
 from distgan.train import checkpoint
 from distgan.train.devices import set_numerics, wants_cpu
 from distgan.train.ema import EMA
+from distgan.train.meter import StepMeter, count_flops, peak_flops
 
 _STREAM_NOISE = 0x0015E
 _STREAM_INIT = 0x1417
@@ -116,6 +117,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def lr_scale(step: int, steps: int, decay_start: float) -> float:
+    """Multiplier of optim.<group>.lr for generator step `step` (0-based, the step being taken):
+    1 before `decay_start` x steps, then linear, reaching 0 at `steps` (train.lr_decay_start)."""
+    start = decay_start * steps
+    if step < start:
+        return 1.0
+    return max(0.0, (steps - step) / (steps - start))
 
 
 @dataclass
@@ -214,6 +224,9 @@ class Trainer:
         # Per step: what each phase's micro-batches drew and memoised, for phases that reuse it.
         self._reusable: dict[str, list[tuple[Any, dict]]] = {}
         self.images_drawn = 0  # real samples drawn from the data (all ranks), for perf/img_per_s
+        # Time split of the steps (perf/ms_per_step/*) and the FLOPs of one step, counted at the first.
+        self.meter = StepMeter(self.device)
+        self.flops_per_step: Optional[int] = None  # all ranks together
 
         # Anything drawing from the global RNGs differs per rank (never the batches).
         rank_seed = derive_seed(tcfg.seed, _STREAM_RANK, self.rank)
@@ -407,7 +420,8 @@ class Trainer:
         if not phase.uses_data:
             return None, {}
         self.images_drawn += self.global_batch
-        return self.data.next_batch(), {}
+        with self.meter.region("data"):
+            return self.data.next_batch(), {}
 
     def run_phase(self, plan: PhasePlan, repeat: int) -> bool:
         """One optimizer step of the nets `plan` trains. Returns False if it was skipped."""
@@ -451,9 +465,12 @@ class Trainer:
                 f"one on every rank (DDP). Add distgan.games.touch(output) of a forward that uses them "
                 f"to the loss, or do not train that net in this phase")
         if not scaler.is_enabled() and grads:
-            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+            # One kernel per gradient and no Python loop: the largest |g| is finite iff all of g is.
+            finite = torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()
             nonfinite = torch.maximum(nonfinite, (~finite).float())
-        if self._all_reduce_max(nonfinite).item() > 0:  # the same decision on every rank
+        with self.meter.region("sync"):
+            skip = self._all_reduce_max(nonfinite).item() > 0  # the same decision on every rank
+        if skip:
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             if scaler.is_enabled():
@@ -492,11 +509,16 @@ class Trainer:
     def train_step(self) -> None:
         step_ok = True
         self._reusable.clear()
+        scale = lr_scale(self.step, self.cfg.train.steps, self.cfg.train.lr_decay_start)
+        for group, optimizer in self.optimizers.items():
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = self.cfg.optim[group].lr * scale
         for plan in self.plans:
             if self.step % plan.phase.interval:
                 continue
             for repeat in range(plan.phase.repeats):
-                step_ok &= self.run_phase(plan, repeat)
+                with self.meter.region(plan.phase.name):
+                    step_ok &= self.run_phase(plan, repeat)
         self.step += 1
         self.bad_steps = 0 if step_ok else self.bad_steps + 1
         if not step_ok:
@@ -510,8 +532,28 @@ class Trainer:
                     f"{self.step}); stopping. Last good checkpoint: {last or 'none'}. Lower the learning "
                     f"rate, use train.precision=bf16 or no, or check the data."
                 )
-        for name, ema in self.ema.items():
-            ema.update(self.nets[name], self.step)
+        with self.meter.region("ema"):
+            for name, ema in self.ema.items():
+                ema.update(self.nets[name], self.step)
+
+    def _perf_split(self, steps: int, elapsed: float) -> dict[str, float]:
+        """perf/ms_per_step/<region> (data, each phase, sync, ema, other = the rest of the loop: logging,
+        sampling, checkpoints), and the FLOP rate of these steps from the FLOPs counted at the first."""
+        if steps <= 0 or elapsed <= 0:
+            return {}
+        split = {f"perf/ms_per_step/{k}": 1000 * v / steps for k, v in self.meter.read().items()}
+        split["perf/ms_per_step/other"] = 1000 * elapsed / steps - sum(split.values())
+        if self.flops_per_step:
+            rate = self.flops_per_step * steps / elapsed
+            split["perf/flop_per_step"] = float(self.flops_per_step)
+            if self.device.type == "cuda":
+                split["perf/tflop_per_s"] = rate / 1e12
+                peak = peak_flops(self.device, self.precision, self.tf32)
+                if peak:  # model FLOPs utilisation: achieved / (peak of one GPU x GPUs)
+                    split["perf/mfu"] = rate / (peak * self.world)
+            else:
+                split["perf/gflop_per_s"] = rate / 1e9
+        return split
 
     def _stop_requested(self) -> bool:
         """All ranks agree, so they all checkpoint and leave at the same step. Only
@@ -557,7 +599,14 @@ class Trainer:
         try:
             t0, step0, images0 = time.perf_counter(), self.step, self.images_drawn
             while self.step < cfg.train.steps:
-                self.train_step()
+                if self.flops_per_step is None:
+                    # The first step of this process, counted as it runs; its counting overhead stays out
+                    # of perf/*. A step that skips a phase (interval > 1) does fewer FLOPs than this one.
+                    self.flops_per_step = count_flops(self.train_step) * self.world
+                    self.meter.read()
+                    t0, step0, images0 = time.perf_counter(), self.step, self.images_drawn
+                else:
+                    self.train_step()
                 if self._timeout[0] != "train.collective_timeout_s":
                     self._enter_training_timeout()
                 self.log.advance()
@@ -565,11 +614,14 @@ class Trainer:
                 if step % cfg.log.every == 0 or step == cfg.train.steps:
                     for name, value in self.data.metrics().items():
                         self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
+                    for name, value in self.game.metrics().items():  # e.g. attention gates (Game.metrics)
+                        self.stats.report(f"game/{name}", value.to(self.device))
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
                     values["train/skipped_steps"] = self.skipped_steps
                     values["perf/step_per_s"] = (step - step0) / elapsed
                     values["perf/img_per_s"] = (self.images_drawn - images0) / elapsed
+                    values.update(self._perf_split(step - step0, elapsed))
                     self.log.metrics(step, values)
                     t0, step0, images0 = time.perf_counter(), step, self.images_drawn
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
@@ -579,8 +631,9 @@ class Trainer:
                 if self.evaluator is not None and self.evaluator.due(step):
                     self.evaluator.run(self)
                 # ----
-                stop = (self._stop_requested() if self.world > 1 or self._stop_signal or self._stop_file
-                        else False)
+                with self.meter.region("sync"):
+                    stop = (self._stop_requested() if self.world > 1 or self._stop_signal or self._stop_file
+                            else False)
                 # Periodic checkpoints wait out a run of skipped steps, so the
                 # newest checkpoint is the last good state if the run then aborts.
                 periodic = cfg.ckpt.every and step % cfg.ckpt.every == 0 and self.bad_steps == 0
