@@ -36,11 +36,17 @@ class RunConfig:
 class DataConfig:
     # Built-in: ring | grid (synthetic 2-D), digits (scikit-learn's 8x8 digits),
     # stacked_digits (three digits as the channels of one image: 1,000 modes).
+    # digits_negative, digits_rotated, digits_edges: two domains for image-to-image games, A = the
+    # digit, B = its negative, its 90-degree rotation or its Sobel edges (batch.x, batch.x_b).
     # `shards` streams WebDataset tars named by `data.shards`.
-    name: Literal["ring", "grid", "digits", "stacked_digits", "shards"] = "digits"
-    # digits / stacked_digits: which of the 1,797 digits are drawn from -- a fixed, stratified
+    name: Literal["ring", "grid", "digits", "stacked_digits", "digits_negative", "digits_rotated", "digits_edges",
+                  "shards"] = "digits"
+    # Every digit set: which of the 1,797 digits are drawn from -- a fixed, stratified
     # 80/20 split (train: 1,438, test: 359; docs/data.md), or all of them.
     split: Literal["all", "train", "test"] = "all"
+    # digits_negative / _rotated / _edges: paired = each digit with its own image in domain B (pix2pix);
+    # unpaired = A and B from disjoint halves of the digits, no pair ever seen (CycleGAN, CoGAN).
+    pairing: Literal["paired", "unpaired"] = "paired"
     resolution: int = 32  # image side length for image data sets
     # Shards packed by `distgan data pack` (manifest.json beside them): a brace pattern
     # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
@@ -64,8 +70,10 @@ class NetConfig:
     width: int = 64
     # mlp: number of hidden layers; ignored by dcgan (depth follows the resolution).
     depth: int = 1
-    # Normalization inside the net: batch | none.
-    norm: Literal["batch", "none"] = "batch"
+    # Normalization inside the net: batch | none, or instance (per sample; the image-to-image nets unet,
+    # encoder_decoder, cyclegan_resnet and patchgan only; their depth: U-Net downsamplings, residual
+    # blocks, PatchGAN stride-2 layers).
+    norm: Literal["batch", "instance", "none"] = "batch"
     # How a conditional game's D sees the class (model.d only; empty = the game's default):
     # concat (label joined to the input: one-hot channels / features), projection (Miyato & Koyama
     # 2018: logit + <embed(y), features>), aux (an auxiliary class head, AC-GAN). docs/games.md.
@@ -132,6 +140,10 @@ class TrainConfig:
     steps: int = 2000  # generator steps
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
+    # Learning rate of every optimizer group: optim.<group>.lr until this fraction of train.steps, then
+    # linearly down to 0 at train.steps (CycleGAN: 0.5, the second half); 1.0 = constant. A function of
+    # the step alone, so a resumed run follows it exactly.
+    lr_decay_start: float = 1.0
     # auto = bf16 on GPUs that have it, else no; fp16 uses one loss scaler per player.
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
@@ -179,6 +191,8 @@ EVAL_METRICS: dict[str, tuple[str, ...]] = {
     "class_acc": ("class_acc",),
     "intra_fid": ("intra_fid",),
 }
+DIGIT_DOMAINS = ("digits_negative", "digits_rotated", "digits_edges")  # two domains: batch.x, batch.x_b
+DIGIT_DATA = ("digits", "stacked_digits", *DIGIT_DOMAINS)  # drawn from the built-in digits (data.split)
 POINT_DATA = ("ring", "grid")  # 2-D points: only the mode metrics apply
 MODE_DATA = POINT_DATA + ("stacked_digits",)  # data with a known, countable set of modes
 EVAL_LOWER_IS_BETTER = ("fid", "kid_mean", "reverse_kl", "intra_fid")
@@ -267,6 +281,16 @@ def _validate_packing(cfg: Config) -> None:
                           f"{inputs}) must divide into groups of {MINIBATCH_STD_GROUP}")
 
 
+def _validate_instance_norm(cfg: Config) -> None:
+    from distgan.models import TRANSLATION_ARCHS
+
+    for role in ("g", "d"):
+        net = getattr(cfg.model, role)
+        if net.norm == "instance" and net.arch not in TRANSLATION_ARCHS:
+            raise ConfigError(f"model.{role}.norm=instance: supported by model.{role}.arch "
+                              f"{', '.join(TRANSLATION_ARCHS)}, not {net.arch}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; each error names the key to change."""
     positive = {
@@ -297,12 +321,16 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if cfg.ckpt.keep < 1:
         raise ConfigError(f"ckpt.keep must be >= 1, got {cfg.ckpt.keep}")
+    if not 0.0 <= cfg.train.lr_decay_start <= 1.0:
+        raise ConfigError(f"train.lr_decay_start must be in [0, 1] (a fraction of train.steps), "
+                          f"got {cfg.train.lr_decay_start}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     _validate_optim(cfg)
     if cfg.model.g.conditioning:
         raise ConfigError("model.g.conditioning: only a discriminator's conditioning is chosen (model.d.conditioning)")
     _validate_packing(cfg)
+    _validate_instance_norm(cfg)
     cfg.game.validate(cfg)
     if cfg.data.name == "shards" and not cfg.data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
@@ -318,8 +346,11 @@ def validate(cfg: Config) -> None:
         for key, is_set in streamed_only.items():
             if is_set:
                 raise ConfigError(f"{key} applies to data.name=shards only (data.name={cfg.data.name})")
-    if cfg.data.split != "all" and cfg.data.name not in ("digits", "stacked_digits"):
-        raise ConfigError(f"data.split applies to data.name=digits and stacked_digits only (data.name={cfg.data.name})")
+    if cfg.data.split != "all" and cfg.data.name not in DIGIT_DATA:
+        raise ConfigError(f"data.split applies to data.name={', '.join(DIGIT_DATA)} only (data.name={cfg.data.name})")
+    if cfg.data.pairing != "paired" and cfg.data.name not in DIGIT_DOMAINS:
+        raise ConfigError(f"data.pairing applies to data.name={', '.join(DIGIT_DOMAINS)} only "
+                          f"(data.name={cfg.data.name}; shards are paired or not as packed)")
     if cfg.data.name in ("ring", "grid") and (cfg.model.g.arch != "mlp" or cfg.model.d.arch != "mlp"):
         raise ConfigError(
             f"data.name={cfg.data.name} is 2-D points: model.g.arch and model.d.arch must be mlp"

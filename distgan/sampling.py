@@ -144,7 +144,7 @@ def grid_conditions(game, count: int, preview: Optional[Callable[[int], Batch]])
         return Conditions(labels=torch.arange(classes).repeat_interleave(per_class)), per_class
     if game.image_input:
         pairs = max(1, count // 2)
-        return Conditions(images=preview(pairs).x.cpu()), 2 * max(1, int(np.sqrt(pairs)))
+        return Conditions(images=game.input_images(preview(pairs)).cpu()), 2 * max(1, int(np.sqrt(pairs)))
     return None, 0
 
 

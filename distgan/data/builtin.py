@@ -8,7 +8,14 @@
   image, 1,000 modes (the "stacked MNIST" mode-collapse benchmark of VEEGAN and
   PacGAN, built from the bundled digits); label 100 * d0 + 10 * d1 + d2.
 
-`data.split` (digits, stacked_digits): `train` or `test` draws only from a fixed,
+- digits_negative, digits_rotated, digits_edges: two domains of the digits for
+  image-to-image games, A = the digit and B = T(digit) with T its negative (-x), a
+  90-degree rotation or a fixed Sobel edge map. `data.pairing=paired` gives each
+  digit with its own T (batch.x, batch.x_b: pix2pix, context encoder);
+  `unpaired` draws A and B from disjoint halves of the digits, so no pair is
+  ever seen (CycleGAN and its family, CoGAN).
+
+`data.split` (every digit set): `train` or `test` draws only from a fixed,
 stratified 80/20 split of the 1,797 digits (`digits_split`); `all` draws from all
 of them exactly as before the split existed.
 
@@ -191,8 +198,9 @@ class TensorSource(_GlobalStream):
     """
 
     def __init__(self, x: Tensor, y: Tensor | None, info: DataInfo, *, global_batch: int, rank: int,
-                 world_size: int, seed: int, device=None):
+                 world_size: int, seed: int, device=None, x_b: Tensor | None = None):
         self.x, self.y, self.info = x, y, info
+        self.x_b = x_b  # (N, C, H, W): the paired image of each sample (the same index), or None
         self.global_batch, self.seed = global_batch, seed
         self.local_batch = global_batch // world_size
         self.offset = rank * self.local_batch
@@ -212,7 +220,8 @@ class TensorSource(_GlobalStream):
 
     def preview(self, count: int) -> Batch:
         """The first `count` samples of the data set, without moving the stream (sample grids)."""
-        return Batch(x=self.x[:count], y=None if self.y is None else self.y[:count])
+        return Batch(x=self.x[:count], y=None if self.y is None else self.y[:count],
+                     x_b=None if self.x_b is None else self.x_b[:count])
 
     def next_batch(self) -> Batch:
         n = len(self.x)
@@ -225,7 +234,8 @@ class TensorSource(_GlobalStream):
             mask = epochs == epoch
             idx[mask] = self._perm(epoch)[within[mask]]
         y = self.y[idx].to(self.device) if self.y is not None else None
-        return Batch(x=self.x[idx].to(self.device), y=y)
+        x_b = self.x_b[idx].to(self.device) if self.x_b is not None else None
+        return Batch(x=self.x[idx].to(self.device), y=y, x_b=x_b)
 
 
 class StackedDigitsSource(_BlockSource):
@@ -265,17 +275,105 @@ def stacked_digits_reference(resolution: int, num: int = 10_000, seed: int = 0) 
     return source.take(0, num)
 
 
+# ----------------------------------------------------------------- two domains of the digits
+
+
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+# Gradient magnitudes of digits in [0, 1] reach about 4; halving and clipping at 1 keeps thin
+# strokes visible (half of the digits' pixels at 16 px have a magnitude above 1).
+_EDGE_SCALE = 2.0
+
+
+def negative(x: Tensor) -> Tensor:
+    return -x  # 1 - x in [0, 1]
+
+
+def rotated(x: Tensor) -> Tensor:
+    return torch.rot90(x, 1, dims=(-2, -1))  # 90 degrees counter-clockwise
+
+
+def sobel_edges(x: Tensor) -> Tensor:
+    """(N, 1, R, R) in [-1, 1] -> the Sobel gradient magnitude of the [0, 1] image, in [-1, 1]."""
+    kernels = torch.stack([_SOBEL, _SOBEL.t()]).unsqueeze(1).to(x)  # (2, 1, 3, 3): d/dx, d/dy
+    grad = F.conv2d((x + 1) / 2, kernels, padding=1)  # (N, 2, R, R); the background (0) pads
+    return (grad.pow(2).sum(1, keepdim=True).sqrt() / _EDGE_SCALE).clamp(0, 1) * 2 - 1
+
+
+DOMAINS = {"digits_negative": negative, "digits_rotated": rotated, "digits_edges": sobel_edges}
+_HALVES_SEED = 0xA1B2  # the unpaired halves are a property of the data set, like the split
+_STREAM_DOMAIN_B = 0xD0B  # domain B's shuffle, independent of A's
+
+
+def unpaired_halves(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices (into `labels`) of two disjoint halves, stratified by class: domain A and domain B."""
+    gen = torch.Generator().manual_seed(_HALVES_SEED)
+    a, b = [], []
+    for c in labels.unique().tolist():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        a.append(members[: len(members) // 2])
+        b.append(members[len(members) // 2 :])
+    return torch.cat(a).sort().values, torch.cat(b).sort().values
+
+
+def domain_pair(name: str, resolution: int, split: str = "all", pairing: str = "paired"
+                ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """((A images, labels), (B images, labels)) of a digit domain set: the same digits on both
+    sides when paired (B[i] = T(A[i])), disjoint halves of them when unpaired."""
+    x, y = load_digits_split(resolution, split)
+    transform = DOMAINS[name]
+    if pairing == "paired":
+        return (x, y), (transform(x), y)
+    a, b = unpaired_halves(y)
+    return (x[a], y[a]), (transform(x[b]), y[b])
+
+
+class UnpairedSource(_GlobalStream):
+    """Two independent epoch streams, domain A (batch.x, batch.y) and domain B (batch.x_b), that
+    advance together: one position is the state of both."""
+
+    def __init__(self, a: TensorSource, b: TensorSource):
+        self.a, self.b, self.info = a, b, a.info
+        self.global_batch = a.global_batch
+
+    @property
+    def draws(self) -> int:
+        return self.a.draws
+
+    @draws.setter
+    def draws(self, value: int) -> None:
+        self.a.draws = self.b.draws = value
+
+    def preview(self, count: int) -> Batch:
+        a, b = self.a.preview(count), self.b.preview(count)
+        return Batch(x=a.x, y=a.y, x_b=b.x)
+
+    def next_batch(self) -> Batch:
+        a, b = self.a.next_batch(), self.b.next_batch()
+        return Batch(x=a.x, y=a.y, x_b=b.x)
+
+
+def build_domains(data_cfg, common: dict[str, Any]):
+    (xa, ya), (xb, yb) = domain_pair(data_cfg.name, data_cfg.resolution, data_cfg.split, data_cfg.pairing)
+    info = builtin_info(data_cfg)
+    if data_cfg.pairing == "paired":
+        return TensorSource(xa, ya, info, x_b=xb, **common)
+    seed_b = derive_seed(common["seed"], _STREAM_DOMAIN_B)
+    return UnpairedSource(TensorSource(xa, ya, info, **common),
+                          TensorSource(xb, yb, info, **{**common, "seed": seed_b}))
+
+
 # ----------------------------------------------------------------- registry
 
 
 def builtin_names() -> tuple[str, ...]:
-    return ("ring", "grid", "digits", "stacked_digits")
+    return ("ring", "grid", "digits", "stacked_digits", *DOMAINS)
 
 
 def builtin_info(data_cfg) -> DataInfo:
     if data_cfg.name in MIXTURES:
         return DataInfo(kind="points", shape=(2,))
-    if data_cfg.name == "digits":
+    if data_cfg.name == "digits" or data_cfg.name in DOMAINS:
         r = data_cfg.resolution
         return DataInfo(kind="images", shape=(1, r, r), num_classes=10)
     if data_cfg.name == "stacked_digits":
@@ -294,4 +392,6 @@ def build_builtin(data_cfg, *, global_batch: int, rank: int, world_size: int, se
         return TensorSource(x, y, builtin_info(data_cfg), **common)
     if data_cfg.name == "stacked_digits":
         return StackedDigitsSource(data_cfg.resolution, data_cfg.split, **common)
+    if data_cfg.name in DOMAINS:
+        return build_domains(data_cfg, common)
     raise KeyError(data_cfg.name)

@@ -23,6 +23,7 @@ from distgan.games.base import (
 from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
+from distgan.games.translation import CycleGame, Pix2PixGame
 from distgan.plugins import import_object
 
 GAMES: dict[str, type[Game]] = {
@@ -30,6 +31,8 @@ GAMES: dict[str, type[Game]] = {
     "cgan": ConditionalGame,
     "acgan": ACGANGame,
     "infogan": InfoGANGame,
+    "pix2pix": Pix2PixGame,
+    "cyclegan": CycleGame,
 }
 
 __all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",

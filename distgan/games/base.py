@@ -211,6 +211,11 @@ class Game:
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
+    def input_images(self, batch: Batch) -> Tensor:
+        """Image-input games: the images of a data batch that `sample` takes as inputs (the training
+        grid's); batch.x unless the game translates the other way (batch.x_b -> batch.x)."""
+        return batch.x
+
     def after_step(self, phase: Phase) -> None:
         """Called after each optimizer step of `phase` (e.g. weight clipping)."""
 

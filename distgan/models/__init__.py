@@ -11,7 +11,7 @@ from torch import nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.models import acgan_keras, dcgan, mlp
+from distgan.models import acgan_keras, dcgan, mlp, patchgan, resnet_translator, unet
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
 _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
@@ -21,7 +21,13 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("dcgan", "discriminator"): dcgan.build_discriminator,
     ("acgan_keras", "generator"): acgan_keras.build_generator,
     ("acgan_keras", "discriminator"): acgan_keras.build_discriminator,
+    # Image-to-image nets (translation games): G maps an image to an image, D judges patches.
+    ("unet", "generator"): unet.build_generator,
+    ("encoder_decoder", "generator"): unet.build_encoder_decoder,
+    ("cyclegan_resnet", "generator"): resnet_translator.build_generator,
+    ("patchgan", "discriminator"): patchgan.build_discriminator,
 }
+TRANSLATION_ARCHS = ("unet", "encoder_decoder", "cyclegan_resnet", "patchgan")  # take model.*.norm=instance
 
 
 def architectures() -> list[str]:
