@@ -30,7 +30,9 @@ def start_ranks(run: Path, world: int = 2) -> list[subprocess.Popen]:
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = dict(cli_env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+        # CPU processes on any machine: without `accelerate launch` nothing else keeps rank 1 of a
+        # 1-GPU machine off cuda:1 (the gloo collectives are what is under test).
+        env = dict(cli_env(cpu=True), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                    RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
         with open(run.parent / f"rank{rank}.log", "w") as log:  # the child keeps its own copy
             procs.append(subprocess.Popen([sys.executable, "-m", "distgan", "train", *TRAIN, f"run.dir={run}"],

@@ -24,9 +24,10 @@ TRAIN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "log.progress=false", "log.ev
 @pytest.mark.parametrize("how", ["sigterm-worker", "sigterm-launcher", "stop-file"])
 def test_stop_request_checkpoints_and_the_rerun_resumes(tmp_path, how):
     run, stop_file = tmp_path / "run", tmp_path / "STOP"
-    env = dict(cli_env(), DISTGAN_STOP_FILE=str(stop_file))
     train = ["-m", "distgan", "train", *TRAIN, "train.steps=100000", f"run.dir={run}"]
     procs = 1 if how == "sigterm-worker" else 2
+    # 2 gloo processes are CPU processes on any machine, as run_cli makes them.
+    env = dict(cli_env(cpu=procs > 1), DISTGAN_STOP_FILE=str(stop_file))
     launch = [] if procs == 1 else ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu.yaml"),
                                     "--num_processes", "2", "--main_process_port", str(_free_port())]
     proc = subprocess.Popen([sys.executable, *launch, *train], cwd=ROOT, env=env, stdout=subprocess.PIPE,
