@@ -1,4 +1,4 @@
-"""Command line: `distgan train | sample | export | report | data | bench`.
+"""Command line: `distgan train | sample | translate | export | report | data | bench`.
 
 The entry point stays small: parse, build, run, close. Errors a user can fix
 (config, data, checkpoints: `DistganError`) are printed as one line naming the
@@ -88,6 +88,19 @@ def _sample_conditions(args: argparse.Namespace, game):
     return None, 0
 
 
+def _data_inputs(game, cfg, num: int):
+    """The first `num` inputs of the run's own data set (its data.split), for `sample` of an image-input
+    run without --inputs."""
+    from distgan.data import build_source
+    from distgan.errors import ConfigError
+
+    source = build_source(cfg, global_batch=1, rank=0, world_size=1)
+    if not hasattr(source, "preview"):
+        raise ConfigError(f"data.name={cfg.data.name}: give the images to translate with --inputs (or use "
+                          f"distgan translate on a folder)")
+    return game.input_images(source.preview(num)).cpu()
+
+
 def _sample_codes(args: argparse.Namespace, game) -> dict:
     """`--code NAME=VALUE` flags -> {name: (--num,) tensor}: a class index for a categorical code, a
     number for a continuous one (InfoGAN: cat=3, cont0=-1.5)."""
@@ -125,6 +138,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
     conditions, nrow = _sample_conditions(args, game)
+    if conditions is None and game.image_input:  # a translation run: the first --num inputs of its data
+        from distgan.games import Conditions
+
+        conditions = Conditions(images=_data_inputs(game, _cfg, args.num))
     num = len(conditions) if conditions is not None else args.num
     samples = generate(game, nets, num, seed=args.seed, device=torch.device("cpu"), policy=args.bn,
                        conditions=conditions)
@@ -144,6 +161,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError("--labels-out: this game's samples have no labels (unconditional)")
         np.save(args.labels_out, samples.labels.numpy())
     print(f"wrote {num} samples to {out}")
+    return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from distgan.errors import ConfigError
+    from distgan.translate import translate
+
+    out_dir = args.out_dir or args.out
+    if not out_dir or (args.out_dir and args.out and args.out_dir != args.out):
+        raise ConfigError("give the output folder once: distgan translate RUN INPUT_DIR OUT_DIR (or --out OUT_DIR)")
+    outputs = translate(Path(args.source), Path(args.input_dir), Path(out_dir), direction=args.direction,
+                        use_ema=not args.no_ema, seed=args.seed)
+    print(f"translated {len(outputs)} images into {out_dir}")
     return 0
 
 
@@ -265,9 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--code", action="append", default=[], metavar="NAME=VALUE",
                         help="games with latent codes (InfoGAN): fix a code for every sample, e.g. cat=3 or "
                              "cont0=-1.5 (repeatable)")
-    sample.add_argument("--inputs", default="", help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate")
+    sample.add_argument("--inputs", default="",
+                        help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
+                             "--num inputs of the run's data set; a folder of images: distgan translate)")
     sample.set_defaults(func=_cmd_sample)
     _add_data_commands(sub)
+
+    trans = sub.add_parser("translate", help="apply an image-to-image run (pix2pix, cyclegan) to a folder of images")
+    trans.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
+    trans.add_argument("input_dir", help="folder of image files (any size or colour mode: converted)")
+    trans.add_argument("out_dir", nargs="?", default="", help="output folder: one <name>.png per input")
+    trans.add_argument("--out", default="", help="the output folder, as a flag")
+    trans.add_argument("--direction", choices=["AB", "BA"], default="",
+                       help="AB: domain A -> B, BA: B -> A (default: the run's game.direction)")
+    trans.add_argument("--seed", type=int, default=0)
+    trans.add_argument("--no-ema", action="store_true", help="use the trained generators, not their EMA")
+    trans.set_defaults(func=_cmd_translate)
 
     export = sub.add_parser("export", help="write the (EMA) generator and its config as safetensors")
     export.add_argument("source", help="run directory or checkpoint directory")

@@ -14,23 +14,24 @@ import numpy as np
 
 
 @lru_cache(maxsize=None)
-def fit_judge(resolution: int, holdout: int = 0):
+def fit_judge(resolution: int, holdout: int = 0, split: str = "all"):
     """The classifier fitted on real digits at `resolution` (leaving out every `holdout`-th sample
-    when > 0, for measuring it); images are (N, 1, R, R) in [-1, 1]."""
+    when > 0, for measuring it; only those of data.split `split`, e.g. train when the translated
+    inputs are the held-out test digits); images are (N, 1, R, R) in [-1, 1]."""
     from sklearn.svm import SVC
 
-    from distgan.data.builtin import load_digits
+    from distgan.data.builtin import load_digits_split
 
-    x, y = load_digits(resolution)
+    x, y = load_digits_split(resolution, split)
     x, y = x.flatten(1).numpy(), y.numpy()
     keep = np.ones(len(x), bool) if not holdout else np.arange(len(x)) % holdout != 0
     return SVC(C=10.0, gamma="scale").fit(x[keep], y[keep])
 
 
-def classify(images: np.ndarray) -> np.ndarray:
-    """(N, 1, R, R) in [-1, 1] -> (N,) predicted digits."""
+def classify(images: np.ndarray, split: str = "all") -> np.ndarray:
+    """(N, 1, R, R) in [-1, 1] -> (N,) predicted digits, by the judge fitted on the digits of `split`."""
     images = np.asarray(images, dtype=np.float32)
-    return fit_judge(images.shape[-1]).predict(images.reshape(len(images), -1))
+    return fit_judge(images.shape[-1], split=split).predict(images.reshape(len(images), -1))
 
 
 def per_class_accuracy(images: np.ndarray, labels: np.ndarray, classes: int = 10) -> tuple[float, np.ndarray]:
