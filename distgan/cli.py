@@ -1,4 +1,4 @@
-"""Command line: `distgan train | sample | translate | export | report | data | bench`.
+"""Command line: `distgan train | sample | encode | translate | export | report | data | bench`.
 
 The entry point stays small: parse, build, run, close. Errors a user can fix
 (config, data, checkpoints: `DistganError`) are printed as one line naming the
@@ -53,7 +53,7 @@ def _remove_if_empty(path: Path) -> None:
         pass
 
 
-def _sample_conditions(args: argparse.Namespace, game):
+def _sample_conditions(args: argparse.Namespace, game, nets):
     """Conditions from `distgan sample`'s flags (None: the game draws them), and the grid's row length."""
     import torch
 
@@ -75,6 +75,14 @@ def _sample_conditions(args: argparse.Namespace, game):
         if not 0 <= label < classes:
             raise ConfigError(f"--label {label}: this run has classes 0..{classes - 1}")
         return Conditions(labels=torch.full((args.num,), label, dtype=torch.long), codes=codes), 0
+    if args.encode:  # G(E(x)): the noise of each sample is the code of one image
+        from distgan.encoding import load_images, reconstruction_conditions, require_encoder
+
+        require_encoder(game, "--encode")
+        if codes or args.inputs:
+            raise ConfigError("--encode: the codes come from the images; give no --code or --inputs with it")
+        images = load_images(args.encode, game, "--encode")
+        return reconstruction_conditions(game, nets, images, device=torch.device("cpu")), 0
     if codes:
         return Conditions(codes=codes), 0
     if args.inputs:
@@ -137,7 +145,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
-    conditions, nrow = _sample_conditions(args, game)
+    conditions, nrow = _sample_conditions(args, game, nets)
     if conditions is None and game.image_input:  # a translation run: the first --num inputs of its data
         from distgan.games import Conditions
 
@@ -161,6 +169,25 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError("--labels-out: this game's samples have no labels (unconditional)")
         np.save(args.labels_out, samples.labels.numpy())
     print(f"wrote {num} samples to {out}")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from distgan.encoding import encode, load_images, require_encoder
+    from distgan.errors import ConfigError
+    from distgan.train.export import load_generator
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise ConfigError(f"--out {out}: the codes are written as a .npy array")
+    game, nets, _cfg = load_generator(Path(args.source), use_ema=not args.no_ema)
+    require_encoder(game, "distgan encode")
+    codes = encode(game, nets, load_images(args.images, game, "IMAGES"), device=torch.device("cpu"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, codes.numpy())
+    print(f"wrote {len(codes)} codes of {codes.shape[1]} dimensions to {out}")
     return 0
 
 
@@ -298,7 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--inputs", default="",
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
                              "--num inputs of the run's data set; a folder of images: distgan translate)")
+    sample.add_argument("--encode", default="", metavar="IMAGES.npy",
+                        help="games with an encoder (bigan, vaegan): reconstruct (N, C, H, W) images in [-1, 1] "
+                             "as G(E(x)), one sample per image")
     sample.set_defaults(func=_cmd_sample)
+
+    encode = sub.add_parser("encode", help="games with an encoder (bigan, vaegan): latent codes E(x) of images")
+    encode.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
+    encode.add_argument("images", help="(N, C, H, W) .npy in [-1, 1] at the run's resolution")
+    encode.add_argument("--out", required=True, help=".npy for the (N, z_dim) codes")
+    encode.add_argument("--no-ema", action="store_true", help="use the trained encoder, not its EMA")
+    encode.set_defaults(func=_cmd_encode)
     _add_data_commands(sub)
 
     trans = sub.add_parser("translate", help="apply an image-to-image run (pix2pix, cyclegan) to a folder of images")

@@ -91,6 +91,9 @@ class ModelConfig:
     z_dim: int = 100  # latent size
     g: NetConfig = field(default_factory=NetConfig)
     d: NetConfig = field(default_factory=NetConfig)
+    # Encoder x -> z of the games that have one (bigan, vaegan; `GameConfig.has_encoder`): an image or
+    # point to a latent code (VAE-GAN: its mean and log-variance). Other games refuse these keys.
+    e: NetConfig = field(default_factory=NetConfig)
     # Cross-replica BatchNorm: statistics over the global batch of all ranks.
     sync_bn: bool = False
 
@@ -108,6 +111,8 @@ class GameConfig:
     optimizer_groups: ClassVar[tuple[str, ...]] = ("g", "d")
     # Whether the game forms model.d.packing packs from its batches (distgan.models.packing).
     supports_packing: ClassVar[bool] = False
+    # Whether the game builds an encoder from model.e (BiGAN, VAE-GAN); the others refuse model.e keys.
+    has_encoder: ClassVar[bool] = False
 
     def validate(self, cfg: "Config") -> None:
         """Cross-field checks against the whole config; raise ConfigError naming the key."""
@@ -259,6 +264,17 @@ class Config:
 MINIBATCH_STD_GROUP = 4  # inputs of D per minibatch-std group (Karras et al. 2018)
 
 
+def _validate_encoder(cfg: Config) -> None:
+    if not type(cfg.game).has_encoder:
+        default = NetConfig()
+        changed = [f.name for f in dataclasses.fields(NetConfig) if getattr(cfg.model.e, f.name) != getattr(default, f.name)]
+        if changed:
+            raise ConfigError(f"model.e.{changed[0]}: game.name={cfg.game.name} has no encoder (bigan and vaegan do)")
+    for key in ("conditioning", "packing", "minibatch_std"):
+        if getattr(cfg.model.e, key) != getattr(NetConfig, key):
+            raise ConfigError(f"model.e.{key}: an encoder neither packs, adds minibatch statistics nor takes labels")
+
+
 def _validate_packing(cfg: Config) -> None:
     for key in ("packing", "minibatch_std"):
         if getattr(cfg.model.g, key) != getattr(NetConfig, key):
@@ -303,6 +319,7 @@ def validate(cfg: Config) -> None:
         "model.z_dim": cfg.model.z_dim,
         "model.g.width": cfg.model.g.width,
         "model.d.width": cfg.model.d.width,
+        "model.e.width": cfg.model.e.width,
         "data.resolution": cfg.data.resolution,
         "train.collective_timeout_s": cfg.train.collective_timeout_s,
         "train.startup_timeout_s": cfg.train.startup_timeout_s,
@@ -330,6 +347,7 @@ def validate(cfg: Config) -> None:
     if cfg.model.g.conditioning:
         raise ConfigError("model.g.conditioning: only a discriminator's conditioning is chosen (model.d.conditioning)")
     _validate_packing(cfg)
+    _validate_encoder(cfg)
     _validate_instance_norm(cfg)
     cfg.game.validate(cfg)
     if cfg.data.name == "shards" and not cfg.data.shards:

@@ -20,10 +20,12 @@ from distgan.games.base import (
     pick,
     touch,
 )
+from distgan.games.bigan import BiGANGame
 from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
 from distgan.games.translation import CycleGame, Pix2PixGame
+from distgan.games.vaegan import VAEGANGame
 from distgan.plugins import import_object
 
 GAMES: dict[str, type[Game]] = {
@@ -33,6 +35,8 @@ GAMES: dict[str, type[Game]] = {
     "infogan": InfoGANGame,
     "pix2pix": Pix2PixGame,
     "cyclegan": CycleGame,
+    "bigan": BiGANGame,
+    "vaegan": VAEGANGame,
 }
 
 __all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",

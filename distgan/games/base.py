@@ -195,6 +195,10 @@ class Game:
     ema_nets: tuple[str, ...] = ("G",)
     conditional: ClassVar[bool] = False  # sample() honours Conditions.labels
     image_input: ClassVar[bool] = False  # sample() translates Conditions.images
+    # encode() maps data to latent codes, and sample() honours Conditions.codes["z"] (so G(E(x)) is a
+    # sample with z = E(x)); `encode_nets` are the nets encode() calls (kept in ema_nets).
+    encoder: ClassVar[bool] = False
+    encode_nets: tuple[str, ...] = ()
     info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
 
     def __init__(self) -> None:
@@ -237,6 +241,10 @@ class Game:
         """What the training sample grid shows when the game has its own picture (InfoGAN's code sheets):
         the conditions of every image and the images per row; None = distgan.sampling's default."""
         return None
+
+    def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
+        """(B, *sample_shape) data -> (B, z_dim) latent codes, deterministically (games with `encoder`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

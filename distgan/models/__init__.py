@@ -1,6 +1,7 @@
 """Architectures only: each builder maps (net config, model config, data info) to a module.
 
-Games ask for nets by role; adding an architecture is adding an entry here.
+Games ask for nets by role (generator, discriminator, encoder); adding an architecture is adding
+an entry here. An encoder's builder also takes `out_dim`, the size of the code it outputs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from torch import nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.models import acgan_keras, dcgan, mlp, patchgan, resnet_translator, unet
+from distgan.models import acgan_keras, dcgan, encoder, mlp, patchgan, resnet_translator, unet
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
 _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
@@ -19,6 +20,8 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("mlp", "discriminator"): mlp.build_discriminator,
     ("dcgan", "generator"): dcgan.build_generator,
     ("dcgan", "discriminator"): dcgan.build_discriminator,
+    ("mlp", "encoder"): encoder.build_mlp_encoder,
+    ("dcgan", "encoder"): encoder.build_dcgan_encoder,
     ("acgan_keras", "generator"): acgan_keras.build_generator,
     ("acgan_keras", "discriminator"): acgan_keras.build_discriminator,
     # Image-to-image nets (translation games): G maps an image to an image, D judges patches.
@@ -34,9 +37,10 @@ def architectures() -> list[str]:
     return sorted({arch for arch, _ in _BUILDERS})
 
 
-def build_net(role: str, key: str, net_cfg, model_cfg, info: DataInfo) -> nn.Module:
-    """Build the `role` net described by `net_cfg` (found at config key `key`)."""
+def build_net(role: str, key: str, net_cfg, model_cfg, info: DataInfo, **role_args) -> nn.Module:
+    """Build the `role` net described by `net_cfg` (found at config key `key`); `role_args` are what
+    the role needs besides (an encoder: `out_dim`)."""
     builder = _BUILDERS.get((net_cfg.arch, role))
     if builder is None:
         raise ConfigError(f"{key}.arch={net_cfg.arch!r} has no {role}; choose from {', '.join(architectures())}")
-    return builder(net_cfg, model_cfg, info)
+    return builder(net_cfg, model_cfg, info, **role_args)
