@@ -152,7 +152,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         conditions = Conditions(images=_data_inputs(game, _cfg, args.num))
     num = len(conditions) if conditions is not None else args.num
     samples = generate(game, nets, num, seed=args.seed, device=torch.device("cpu"), policy=args.bn,
-                       conditions=conditions)
+                       conditions=conditions, truncation=args.truncation)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, samples.x.numpy())
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--code", action="append", default=[], metavar="NAME=VALUE",
                         help="games with latent codes (InfoGAN): fix a code for every sample, e.g. cat=3 or "
                              "cont0=-1.5 (repeatable)")
+    sample.add_argument("--truncation", type=float, default=0.0, metavar="T",
+                        help="truncation trick (BigGAN): redraw noise values with |z| > T (default 0: none)")
     sample.add_argument("--inputs", default="",
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
                              "--num inputs of the run's data set; a folder of images: distgan translate)")

@@ -84,6 +84,17 @@ class NetConfig:
     # model.d only: a minibatch standard deviation feature (Karras et al. 2018) before D's last
     # layer, over groups of 4 consecutive inputs of D.
     minibatch_std: bool = False
+    # Spectral normalisation (Miyato et al. 2018) of every conv / linear weight, with sn_iters power
+    # iterations per training forward; the u, v vectors are checkpointed, so runs resume exactly.
+    spectral_norm: bool = False
+    sn_iters: int = 1
+    # SAGAN self-attention (gate initialised at 0) after the layer whose feature map has each side listed,
+    # e.g. [32] (dcgan and sngan; G: its up-sampling outputs, D: its down-sampling outputs).
+    attention_at: list[int] = field(default_factory=list)
+    # Weight init: default (the arch's own: DCGAN N(0, 0.02), torch's for sngan) | normal (N(0, 0.02)) |
+    # xavier | orthogonal (BigGAN).
+    init: Literal["default", "normal", "xavier", "orthogonal"] = "default"
+
 
 
 @dataclass
@@ -218,6 +229,8 @@ class EvalConfig:
     seed: int = 0  # sample i always gets the same z (and label) for a given seed
     # BatchNorm policy of the generator (distgan.sampling): standing | running | train; recorded with results.
     bn: Literal["standing", "running", "train"] = "standing"
+    # The truncation trick (BigGAN): noise values with |z| > truncation redrawn when sampling (0 = none).
+    truncation: float = 0.0
     # Feature extractor for fid/kid/is/pr: digits (classifier shipped with distgan, for data.name=digits
     # and, channel by channel, stacked_digits),
     # inception (the standard FID InceptionV3, weights from eval.inception_weights), or
@@ -273,6 +286,21 @@ def _validate_encoder(cfg: Config) -> None:
     for key in ("conditioning", "packing", "minibatch_std"):
         if getattr(cfg.model.e, key) != getattr(NetConfig, key):
             raise ConfigError(f"model.e.{key}: an encoder neither packs, adds minibatch statistics nor takes labels")
+
+
+def _validate_architecture(cfg: Config) -> None:
+    """Spectral norm and attention options of model.g / model.d (the sides are checked when the net
+    is built, by distgan.models.finish_net)."""
+    for side in ("g", "d"):
+        net = getattr(cfg.model, side)
+        if net.sn_iters < 1:
+            raise ConfigError(f"model.{side}.sn_iters must be >= 1, got {net.sn_iters}")
+        if net.attention_at and net.arch not in ("dcgan", "sngan"):
+            raise ConfigError(f"model.{side}.attention_at: arch {net.arch} has no self-attention (dcgan and sngan do)")
+        for r in net.attention_at:
+            if r < 4 or r > cfg.data.resolution or r & (r - 1):
+                raise ConfigError(f"model.{side}.attention_at: {r} is not a feature-map side (a power of two "
+                                  f"between 4 and data.resolution={cfg.data.resolution})")
 
 
 def _validate_packing(cfg: Config) -> None:
@@ -347,6 +375,7 @@ def validate(cfg: Config) -> None:
     if cfg.model.g.conditioning:
         raise ConfigError("model.g.conditioning: only a discriminator's conditioning is chosen (model.d.conditioning)")
     _validate_packing(cfg)
+    _validate_architecture(cfg)
     _validate_encoder(cfg)
     _validate_instance_norm(cfg)
     cfg.game.validate(cfg)
@@ -424,6 +453,8 @@ def _validate_eval(cfg: Config) -> None:
     ecfg = cfg.eval
     if ecfg.every < 0:
         raise ConfigError(f"eval.every must be >= 0, got {ecfg.every}")
+    if ecfg.truncation < 0:
+        raise ConfigError(f"eval.truncation must be >= 0 (0 = none), got {ecfg.truncation}")
     if ecfg.num < 2:
         raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
     if ecfg.reference_num < 0:

@@ -51,15 +51,17 @@ def _local_stats(nets: Mapping[str, nn.Module]) -> ExitStack:
     return stack
 
 
-def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device) -> StepContext:
-    return StepContext(seed_parts, total=n, offset=0, local_batch=n, device=device)
+def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device, truncation: float = 0.0) -> StepContext:
+    return StepContext(seed_parts, total=n, offset=0, local_batch=n, device=device, truncation=truncation)
 
 
 @torch.no_grad()
 def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed: int, batch: int,
-                 device: torch.device, conditions: Optional[Conditions] = None) -> dict[str, nn.Module]:
+                 device: torch.device, conditions: Optional[Conditions] = None,
+                 truncation: float = 0.0) -> dict[str, nn.Module]:
     """Copies of `nets` set up for sampling under `policy`. Image-input games estimate standing
-    statistics on (the first `batch` of) the given input images."""
+    statistics on (the first `batch` of) the given input images; standing statistics are gathered
+    with the noise truncated as the samples' will be."""
     standing = None
     if conditions is not None and conditions.images is not None:
         standing = Conditions(images=conditions.images[:batch]).to(device)
@@ -78,22 +80,27 @@ def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed:
     n = batch if standing is None else len(standing.images)
     with _local_stats(copies):
         for i in range(STANDING_BATCHES):
-            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), n, device), standing)
+            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), n, device, truncation), standing)
     return {name: net.eval() for name, net in copies.items()}
 
 
 @torch.no_grad()
 def generate(game, nets: Mapping[str, nn.Module], num: int, *, seed: int, device: torch.device,
-             policy: BNPolicy = "standing", batch: int = 256, conditions: Optional[Conditions] = None) -> Samples:
-    """`num` samples on the CPU, in data space, with what they were conditioned on."""
+             policy: BNPolicy = "standing", batch: int = 256, conditions: Optional[Conditions] = None,
+             truncation: float = 0.0) -> Samples:
+    """`num` samples on the CPU, in data space, with what they were conditioned on. `truncation` t > 0:
+    the truncation trick (BigGAN): every normal draw (the noise) with |v| > t is redrawn."""
     check_conditions(game, conditions, num)
-    ready = prepare_nets(game, nets, policy, seed=seed, batch=batch, device=device, conditions=conditions)
+    if truncation < 0:
+        raise ConfigError(f"truncation must be >= 0 (0 = none), got {truncation}")
+    ready = prepare_nets(game, nets, policy, seed=seed, batch=batch, device=device, conditions=conditions,
+                         truncation=truncation)
     out: list[Samples] = []
     with _local_stats(ready):
         for start in range(0, num, batch):
             n = min(batch, num - start)
             rows = conditions.rows(start, start + n).to(device) if conditions is not None else None
-            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLES, start), n, device), rows).to("cpu"))
+            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLES, start), n, device, truncation), rows).to("cpu"))
     return _concat(out)
 
 

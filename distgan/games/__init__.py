@@ -21,6 +21,7 @@ from distgan.games.base import (
     touch,
 )
 from distgan.games.bigan import BiGANGame
+from distgan.games.biggan import BigGANGame
 from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
@@ -33,6 +34,7 @@ GAMES: dict[str, type[Game]] = {
     "cgan": ConditionalGame,
     "acgan": ACGANGame,
     "infogan": InfoGANGame,
+    "biggan": BigGANGame,
     "pix2pix": Pix2PixGame,
     "cyclegan": CycleGame,
     "bigan": BiGANGame,

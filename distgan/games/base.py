@@ -19,6 +19,7 @@ from typing import Callable, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from distgan.config import GameConfig
 from distgan.data.base import Batch, DataInfo, derive_seed
@@ -70,6 +71,17 @@ class Samples:
                        inputs=None if self.inputs is None else self.inputs.to(device))
 
 
+def truncate(z: Tensor, threshold: float, gen: torch.Generator) -> Tensor:
+    """BigGAN's truncation trick: values of the standard normal `z` with |v| > threshold are redrawn
+    from `gen` until none is left (so each is a normal truncated to [-threshold, threshold])."""
+    z = z.clone()
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), generator=gen, dtype=z.dtype)
+        outside = z.abs() > threshold
+    return z
+
+
 def pick(outputs, name: str = "logits") -> Tensor:
     """One named output of a net that returns either a tensor (its logits) or a mapping of outputs."""
     if isinstance(outputs, Tensor):
@@ -106,8 +118,10 @@ class StepContext:
     def __init__(self, seed_parts: tuple[int, ...], *, total: int, offset: int, local_batch: int,
                  device: torch.device, grad_scale: Optional[Callable[[], float]] = None,
                  all_gather: Optional[Callable[[Tensor], Tensor]] = None, memo: Optional[dict] = None,
-                 micro_global: Optional[tuple[int, int]] = None):
+                 micro_global: Optional[tuple[int, int]] = None, truncation: float = 0.0):
         self._gen = torch.Generator().manual_seed(derive_seed(*seed_parts))
+        # Sampling only (distgan.sampling): the truncation trick (BigGAN), normal draws beyond it redrawn.
+        self.truncation = truncation
         self.total, self.local_batch = total, local_batch
         self._lo = offset
         self.device = device
@@ -121,8 +135,13 @@ class StepContext:
         return full[self._lo : self._lo + self.local_batch].to(self.device)
 
     def randn(self, *shape: int) -> Tensor:
-        """(B_local, *shape) standard normal."""
-        return self._slice(torch.randn(self.total, *shape, generator=self._gen))
+        """(B_local, *shape) standard normal; with `truncation` t > 0, every value with |v| > t is
+        redrawn until none is (a normal truncated to [-t, t], from the same seeded stream)."""
+        full = torch.randn(self.total, *shape, generator=self._gen)
+        if self.truncation > 0:
+            full = truncate(full, self.truncation, self._gen)
+        return self._slice(full)
+
 
     def rand(self, *shape: int) -> Tensor:
         """(B_local, *shape) uniform in [0, 1)."""
@@ -245,6 +264,20 @@ class Game:
     def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
         """(B, *sample_shape) data -> (B, z_dim) latent codes, deterministically (games with `encoder`)."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def metrics(self) -> dict[str, Tensor]:
+        """Scalars about the nets or the game's state, logged as `game/<name>` with the losses at every
+        log step (read on every rank; they must be equal on every rank). Default: the `logged()` values
+        of every module of the nets that has that method, e.g. SAGAN's attention gates
+        (`game/G/net.9/gate`). Override to add the game's own."""
+        out = {}
+        for name, net in self.nets.items():
+            net = net.module if isinstance(net, DistributedDataParallel) else net
+            for path, module in net.named_modules():
+                if hasattr(module, "logged"):
+                    for key, value in module.logged().items():
+                        out[f"{name}/{path}/{key}"] = value
+        return out
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

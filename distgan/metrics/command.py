@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bn", choices=["standing", "running", "train"], default=None,
                         help="generator BatchNorm policy (default: eval.bn)")
     parser.add_argument("--seed", type=int, default=None, help="sample seed (default: eval.seed)")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="truncation trick: redraw noise values with |z| > T, 0 = none (default: eval.truncation)")
     parser.add_argument("--features", default=None, help="digits | inception | module:callable (default: eval.features)")
     parser.add_argument("--inception-weights", default=None, help="local FID Inception weights file")
     parser.add_argument("--reference-num", type=int, default=None,
@@ -47,6 +49,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
 def format_table(result: dict) -> str:
     rows = [(k, f"{v:.6g}") for k, v in result["metrics"].items()]
     rows += [("num", str(result["num"])), ("bn", result["bn"]), ("seed", str(result["seed"])),
+             ("truncation", str(result.get("truncation", 0.0))),
              ("features", str(result["features"])), ("processes", str(result["world_size"]))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     step = json.loads((path / "meta.json").read_text())["step"]
     game, nets, cfg = load_generator(path, use_ema=not args.no_ema)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
-    cfg = with_eval(cfg, metrics=metrics, num=args.num, bn=args.bn, seed=args.seed, features=args.features,
+    cfg = with_eval(cfg, metrics=metrics, num=args.num, bn=args.bn, seed=args.seed, truncation=args.truncation,
+                    features=args.features,
                     inception_weights=args.inception_weights, reference_num=args.reference_num, every=0, best="")
     nets = {n: net.to(state.device) for n, net in nets.items()}
     result = evaluate(game, nets, cfg, device=state.device)

@@ -155,7 +155,7 @@ def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, dev
 
     ecfg = cfg.eval
     rank, world = dist_info()
-    ready = prepare_nets(game, nets, ecfg.bn, seed=ecfg.seed, batch=BLOCK, device=device)
+    ready = prepare_nets(game, nets, ecfg.bn, seed=ecfg.seed, batch=BLOCK, device=device, truncation=ecfg.truncation)
     parts: dict[str, list[Tensor]] = {"x": [], "features": [], "logits": [], "labels": []}
     with ExitStack() as stack:
         for net in ready.values():
@@ -163,7 +163,8 @@ def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, dev
         for b in my_blocks(num, rank, world):
             count = min(BLOCK, num - b * BLOCK)
             # The whole block is drawn and the first `count` kept: sample i's z never depends on num.
-            ctx = StepContext((ecfg.seed, _STREAM_EVAL, b), total=BLOCK, offset=0, local_batch=count, device=device)
+            ctx = StepContext((ecfg.seed, _STREAM_EVAL, b), total=BLOCK, offset=0, local_batch=count, device=device,
+                              truncation=ecfg.truncation)
             out = game.sample(ready, ctx)
             x, y = out.x.float(), out.labels
             if y is not None:
@@ -337,6 +338,7 @@ def evaluate(game, nets: Mapping[str, nn.Module], cfg: Config, *, device: torch.
         "num": cfg.eval.num,
         "seed": cfg.eval.seed,
         "bn": cfg.eval.bn,
+        "truncation": cfg.eval.truncation,
         "features": extractor.key if extractor is not None else None,
         "reference_num": len(reference["features"]) if reference is not None else None,
         "world_size": dist_info()[1],

@@ -12,7 +12,8 @@ from torch import nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.models import acgan_keras, dcgan, encoder, mlp, patchgan, resnet_translator, unet
+from distgan.models import acgan_keras, dcgan, encoder, mlp, patchgan, resnet, resnet_translator, unet
+from distgan.models.blocks import apply_spectral_norm, init_weights
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
 _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
@@ -22,6 +23,9 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("dcgan", "discriminator"): dcgan.build_discriminator,
     ("mlp", "encoder"): encoder.build_mlp_encoder,
     ("dcgan", "encoder"): encoder.build_dcgan_encoder,
+    # SNGAN / SAGAN / BigGAN residual nets (distgan.models.resnet).
+    ("sngan", "generator"): resnet.build_generator,
+    ("sngan", "discriminator"): resnet.build_discriminator,
     ("acgan_keras", "generator"): acgan_keras.build_generator,
     ("acgan_keras", "discriminator"): acgan_keras.build_discriminator,
     # Image-to-image nets (translation games): G maps an image to an image, D judges patches.
@@ -43,4 +47,23 @@ def build_net(role: str, key: str, net_cfg, model_cfg, info: DataInfo, **role_ar
     builder = _BUILDERS.get((net_cfg.arch, role))
     if builder is None:
         raise ConfigError(f"{key}.arch={net_cfg.arch!r} has no {role}; choose from {', '.join(architectures())}")
-    return builder(net_cfg, model_cfg, info, **role_args)
+    return finish_net(builder(net_cfg, model_cfg, info, **role_args), key, net_cfg)
+
+
+def finish_net(net: nn.Module, key: str, net_cfg) -> nn.Module:
+    """The options every architecture shares, applied to a built net: `attention_at` checked against the
+    sides the net has, then `init`, then `spectral_norm` (after init: the power iteration starts from the
+    final weights)."""
+    at = list(getattr(net_cfg, "attention_at", ()))
+    if at:
+        sides = getattr(net, "feature_sides", None)
+        if sides is None:
+            raise ConfigError(f"{key}.attention_at: arch {net_cfg.arch} has no self-attention (dcgan and sngan do)")
+        wrong = [r for r in at if r not in sides]
+        if wrong:
+            raise ConfigError(f"{key}.attention_at={at}: {wrong[0]} is not a feature-map side of this "
+                              f"{net_cfg.arch} net (choose from {', '.join(map(str, sides))})")
+    init_weights(net, getattr(net_cfg, "init", "default"))
+    if getattr(net_cfg, "spectral_norm", False):
+        apply_spectral_norm(net, net_cfg.sn_iters, skip=(nn.Embedding,))  # class embeddings: the game decides
+    return net

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from distgan.config import MINIBATCH_STD_GROUP
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
+from distgan.models.blocks import SelfAttention
 from distgan.models.outputs import named_outputs
 from distgan.models.packing import MinibatchStd
 
@@ -40,16 +41,25 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _attention(side: int, channels: int, attention_at: tuple[int, ...]) -> list[nn.Module]:
+    """A SAGAN self-attention block after the layer whose output has this side, if asked for."""
+    return [SelfAttention(channels)] if side in attention_at else []
+
+
 class DCGANGenerator(nn.Module):
-    def __init__(self, z_dim: int, out_channels: int, resolution: int, width: int, norm: str):
+    def __init__(self, z_dim: int, out_channels: int, resolution: int, width: int, norm: str,
+                 attention_at: tuple[int, ...] = ()):
         super().__init__()
         stages = _num_stages(resolution)
+        self.feature_sides = tuple(4 * 2**i for i in range(stages))  # where attention may go
         ch = width * 2 ** (stages - 1)  # widest layer at 4x4, halving as resolution doubles
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=norm != "batch"), _norm(norm, ch), nn.ReLU(True)]
-        for _ in range(stages - 1):
+            nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=norm != "batch"), _norm(norm, ch), nn.ReLU(True),
+            *_attention(4, ch, attention_at)]
+        for i in range(stages - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
+            layers += _attention(8 * 2**i, ch, attention_at)
         layers += [nn.ConvTranspose2d(ch, out_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
@@ -59,15 +69,19 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, resolution: int, width: int, norm: str, minibatch_std: bool = False):
+    def __init__(self, in_channels: int, resolution: int, width: int, norm: str, minibatch_std: bool = False,
+                 attention_at: tuple[int, ...] = ()):
         super().__init__()
         stages = _num_stages(resolution)
+        self.feature_sides = tuple(resolution // 2 ** (i + 1) for i in range(stages))
         ch = width
         # No normalization on the input layer (DCGAN paper: it destabilises training).
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for _ in range(stages - 1):
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True),
+                                   *_attention(resolution // 2, ch, attention_at)]
+        for i in range(stages - 1):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm != "batch"), _norm(norm, ch * 2), nn.LeakyReLU(0.2, True)]
             ch *= 2
+            layers += _attention(resolution // 2 ** (i + 2), ch, attention_at)
         if minibatch_std:  # one more 4x4 feature map: the variety within a group of inputs
             layers.append(MinibatchStd(MINIBATCH_STD_GROUP))
         layers.append(nn.Conv2d(ch + minibatch_std, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
@@ -89,11 +103,12 @@ def _check_images(info: DataInfo) -> None:
 
 def build_generator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
     _check_images(info)
-    return DCGANGenerator(model_cfg.z_dim, info.shape[0], info.shape[-1], net_cfg.width, net_cfg.norm)
+    return DCGANGenerator(model_cfg.z_dim, info.shape[0], info.shape[-1], net_cfg.width, net_cfg.norm,
+                          tuple(net_cfg.attention_at))
 
 
 def build_discriminator(net_cfg, model_cfg, info: DataInfo) -> nn.Module:
     _check_images(info)
     # Packing: D's input is m samples joined along channels (distgan.models.packing.pack).
     return DCGANDiscriminator(info.shape[0] * net_cfg.packing, info.shape[-1], net_cfg.width, net_cfg.norm,
-                              net_cfg.minibatch_std)
+                              net_cfg.minibatch_std, tuple(net_cfg.attention_at))

@@ -616,6 +616,8 @@ class Trainer:
                         self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
                     for name, value in self.game.metrics().items():  # e.g. attention gates (Game.metrics)
                         self.stats.report(f"game/{name}", value.to(self.device))
+                    for name, value in self.game.metrics().items():  # e.g. attention gates (Game.metrics)
+                        self.stats.report(f"game/{name}", value.to(self.device))
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
                     values["train/skipped_steps"] = self.skipped_steps

@@ -1,0 +1,106 @@
+"""BigGAN (Brock et al. 2019): class-conditional training at large batch.
+
+The CGAN game with BigGAN's choices: G(z, y) is the sngan ResNet whose BatchNorms are conditional
+on a shared class embedding joined to this block's chunk of a hierarchical z
+(distgan.models.resnet); D is the projection discriminator (Miyato & Koyama 2018) on the sngan
+ResNet D, spectrally normalised with its class embedding; hinge loss; `game.n_critic` D steps per G
+step (2); G's loss adds BigGAN's off-diagonal orthogonal regularisation of its weights
+(`game.ortho_weight`, beta = 1e-4 in the paper). The rest of BigGAN is configuration: TTUR
+(`optim.g.lr` 1e-4, `optim.d.lr` 4e-4, betas (0, 0.999)), the EMA generator with `train.ema_start`,
+cross-replica BN (`model.sync_bn`), and the truncation trick when sampling (`distgan sample
+--truncation`, `eval.truncation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
+
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils.parametrizations import spectral_norm
+
+from distgan import losses
+from distgan.data.base import Batch, DataInfo
+from distgan.errors import ConfigError
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
+from distgan.games.conditional import ConditionalConfig, ConditionalGame
+from distgan.models import finish_net
+from distgan.models.blocks import orthogonal_penalty
+from distgan.models.conditional import build_conditional_discriminator
+from distgan.models.resnet import build_conditional_generator
+
+
+@dataclass
+class BigGANConfig(ConditionalConfig):
+    """`game:` keys of `name: biggan`."""
+
+    name: str = "biggan"
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "hinge"
+    n_critic: int = 2  # D steps per G step
+    # Weight of the orthogonal regularisation ||W W^T * (1 - I)||_F^2 summed over G's weights (not its
+    # shared class embedding); 0 = off.
+    ortho_weight: float = 1e-4
+    shared_dim: int = 128  # the class embedding shared by every conditional BN of G
+    hierarchical: bool = True  # z split across G's input layer and blocks (else all of z at the input)
+
+    conditionings: ClassVar[tuple[str, ...]] = ("projection",)
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        if self.n_critic <= 0:
+            raise ConfigError(f"game.n_critic must be > 0, got {self.n_critic}")
+        if self.ortho_weight < 0:
+            raise ConfigError(f"game.ortho_weight must be >= 0, got {self.ortho_weight}")
+        if self.shared_dim <= 0:
+            raise ConfigError(f"game.shared_dim must be > 0, got {self.shared_dim}")
+        for side in ("g", "d"):
+            arch = getattr(cfg.model, side).arch
+            if arch != "sngan":
+                raise ConfigError(f"model.{side}.arch={arch}: game.name=biggan uses the sngan ResNet nets "
+                                  f"(G takes the class through conditional BatchNorm)")
+        if cfg.model.g.norm != "batch":
+            raise ConfigError("model.g.norm: BigGAN's G takes the class through its BatchNorms (batch)")
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+class BigGANGame(ConditionalGame):
+    Config = BigGANConfig
+
+    def __init__(self, cfg, info: DataInfo):
+        Game.__init__(self)
+        self.cfg = cfg.game
+        if info.num_classes < 2:
+            where = "data.shards" if cfg.data.name == "shards" else "data.name"
+            raise ConfigError(f"game.name=biggan is conditional, but {where}={cfg.data.shards or cfg.data.name} "
+                              f"has no class labels")
+        self.classes = info.num_classes
+        self.z_dim = cfg.model.z_dim
+        self.loss = losses.adversarial(self.cfg.loss)
+        self.conditioning, self.aux = "projection", False
+        G = build_conditional_generator(cfg.model.g, cfg.model, info, self.cfg.shared_dim, self.cfg.hierarchical)
+        D = build_conditional_discriminator("model.d", cfg.model.d, cfg.model, info, "projection")
+        if cfg.model.d.spectral_norm:  # BigGAN normalises D's class embedding too (G's shared one is not)
+            spectral_norm(D.embed, n_power_iterations=cfg.model.d.sn_iters)
+        self.nets = {"G": finish_net(G, "model.g", cfg.model.g), "D": D}
+        self.players = {GENERATOR: ("G",), DISCRIMINATOR: ("D",)}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", DISCRIMINATOR, self.d_loss, repeats=self.cfg.n_critic),
+                Phase("G", GENERATOR, self.g_loss, uses_data=False)]
+
+    def ortho_weights(self) -> list[Tensor]:
+        """G's weights under the orthogonal regularisation: every matrix or filter bank (raw, before
+        spectral normalisation), except the shared class embedding (as BigGAN-PyTorch)."""
+        G = _unwrapped(self.nets["G"])
+        return [p for name, p in G.named_parameters() if p.dim() >= 2 and not name.startswith("shared.")]
+
+    def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
+        terms = super().g_loss(batch, ctx)
+        if self.cfg.ortho_weight:
+            # A term of every micro-batch's loss: the trainer averages micro-batches, so it counts once a step.
+            terms["ortho"] = self.cfg.ortho_weight * sum(orthogonal_penalty(w.float()) for w in self.ortho_weights())
+        return terms
