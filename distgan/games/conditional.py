@@ -37,6 +37,7 @@ class ConditionalConfig(GameConfig):
     g_batches: int = 1
 
     conditionings: ClassVar[tuple[str, ...]] = ("concat", "projection")  # model.d.conditioning accepted
+    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
 
     def validate(self, cfg) -> None:
         if self.g_batches <= 0:
@@ -111,8 +112,9 @@ class ConditionalGame(Game):
         z, y_fake = self._latent(ctx)
         with torch.no_grad():
             fake = G(z, y_fake)  # (B, *sample)
-        real_out = D(batch.x, batch.y, outputs=self._outputs())
-        fake_out = D(fake, y_fake, outputs=self._outputs())
+        real_out = D(self.d_view(batch.x, ctx), batch.y, outputs=self._outputs())
+        self.observe_real(real_out["logits"], ctx)
+        fake_out = D(self.d_view(fake, ctx), y_fake, outputs=self._outputs())
         terms = self.loss.discriminator(real_out["logits"], fake_out["logits"])
         if self.aux:
             w = self.cfg.aux_weight
@@ -125,7 +127,7 @@ class ConditionalGame(Game):
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         draws = [self._latent(ctx) for _ in range(self.cfg.g_batches)]
         z, y = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])  # (g_batches * B, ...)
-        out = self.nets["D"](self.nets["G"](z, y), y, outputs=self._outputs())
+        out = self.nets["D"](self.d_view(self.nets["G"](z, y), ctx), y, outputs=self._outputs())
         terms = {"adv": self.loss.generator(out["logits"])}
         if self.aux:
             terms["aux"] = self.cfg.aux_weight * losses.aux_cross_entropy(out["class_logits"], y)

@@ -51,6 +51,7 @@ class AdversarialConfig(GameConfig):
     clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
 
     supports_packing: ClassVar[bool] = True  # forms model.d.packing packs (see packing.pack)
+    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
 
     def validate(self, cfg) -> None:
         if cfg.model.d.conditioning:
@@ -104,9 +105,10 @@ class AdversarialGame(Game):
     def _real_target_kwargs(self) -> dict:
         return {"real_target": 1.0 - self.cfg.label_smoothing} if self.loss.uses_real_target else {}
 
-    def _judge(self, D: nn.Module, x: Tensor) -> Tensor:
-        """D's logits, one per pack of `packing` consecutive samples of x (B, ...) -> (B / packing,)."""
-        return D(pack(x, self.packing))
+    def _judge(self, D: nn.Module, x: Tensor, ctx: StepContext) -> Tensor:
+        """D's logits, one per pack of `packing` consecutive samples of x (B, ...) -> (B / packing,),
+        each sample augmented (augment:) before packing."""
+        return D(pack(self.d_view(x, ctx), self.packing))
 
     def d_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]
@@ -114,13 +116,14 @@ class AdversarialGame(Game):
             fake = G(ctx.randn(self.z_dim))  # (B, *sample)
         eager_r1 = self.cfg.r1_gamma > 0 and self.cfg.r1_interval == 1
         real = batch.x.detach().requires_grad_(eager_r1)
-        real_logits = self._judge(D, real)  # (B / packing,)
-        fake_logits = self._judge(D, fake)
+        real_logits = self._judge(D, real, ctx)  # (B / packing,)
+        self.observe_real(real_logits, ctx)
+        fake_logits = self._judge(D, fake, ctx)
         terms = self.loss.discriminator(real_logits, fake_logits, **self._real_target_kwargs())
         if self.cfg.gp_weight:
             alpha = ctx.rand(*([1] * (real.dim() - 1)))  # (B, 1, ...) one mix per sample
             mixed = torch.lerp(real.detach(), fake.to(real.dtype), alpha).requires_grad_(True)
-            grad = ctx.input_grad(self._judge(D, mixed), mixed)
+            grad = ctx.input_grad(self._judge(D, mixed, ctx), mixed)
             terms["gp"] = self.cfg.gp_weight * losses.gradient_penalty(pack(grad, self.packing))
         if eager_r1:
             grad = pack(ctx.input_grad(real_logits, real), self.packing)  # a pack is one input of D
@@ -129,19 +132,20 @@ class AdversarialGame(Game):
 
     def d_r1_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         real = batch.x.detach().requires_grad_(True)
-        logits = self._judge(self.nets["D"], real)
+        logits = self._judge(self.nets["D"], real, ctx)
         grad = pack(ctx.input_grad(logits, real), self.packing)
         # Lazy regularization: applied every k steps with k times the weight. The gradient of the
         # input does not depend on D's last bias: touch it so DDP sees every parameter used.
         return {"r1": 0.5 * self.cfg.r1_gamma * self.cfg.r1_interval * losses.r1_penalty(grad) + touch(logits)}
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
-        fake_logits = self._judge(self.nets["D"], self.nets["G"](ctx.randn(self.z_dim)))
+        fake_logits = self._judge(self.nets["D"], self.nets["G"](ctx.randn(self.z_dim)), ctx)
         return {"adv": self.loss.generator(fake_logits)}
 
     # ------------------------------------------------------------------ hooks
 
     def after_step(self, phase: Phase) -> None:
+        super().after_step(phase)
         if phase.player == DISCRIMINATOR and self.cfg.clip:
             with torch.no_grad():
                 for p in self.nets["D"].parameters():

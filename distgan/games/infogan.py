@@ -49,6 +49,7 @@ class InfoGANConfig(GameConfig):
     q_width: int = 128  # hidden units of the Q head
 
     optimizer_groups = ("g", "d", "q")
+    supports_augment = True  # every input of D goes through Game.d_view (Q reads the augmented fakes' features)
 
     def validate(self, cfg) -> None:
         if self.categories < 0 or self.continuous < 0 or self.categories + self.continuous == 0:
@@ -133,13 +134,15 @@ class InfoGANGame(Game):
         z, codes = self._latent(ctx)
         with torch.no_grad():
             fake = G(z)
-        fake_out = D(fake, outputs=("logits", "features"))
-        terms = losses.d_cross_entropy(D(batch.x), fake_out["logits"])
+        fake_out = D(self.d_view(fake, ctx), outputs=("logits", "features"))
+        real_logits = D(self.d_view(batch.x, ctx))
+        self.observe_real(real_logits, ctx)
+        terms = losses.d_cross_entropy(real_logits, fake_out["logits"])
         return {**terms, **self.information(fake_out["features"], codes)}
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         z, codes = self._latent(ctx)
-        out = self.nets["D"](self.nets["G"](z), outputs=("logits", "features"))
+        out = self.nets["D"](self.d_view(self.nets["G"](z), ctx), outputs=("logits", "features"))
         return {"adv": losses.g_nonsaturating(out["logits"]), **self.information(out["features"], codes)}
 
     # ------------------------------------------------------------------ sampling

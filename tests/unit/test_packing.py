@@ -5,6 +5,7 @@ import torch
 
 from distgan.config import load_config
 from distgan.errors import ConfigError
+from distgan.games.base import StepContext
 from distgan.games.gan import AdversarialGame
 from distgan.models import build_net
 from distgan.models.packing import MinibatchStd, pack
@@ -45,7 +46,8 @@ def test_packed_discriminators_take_m_times_the_input():
     game = AdversarialGame(cfg, _info(cfg))
     assert game.nets["D"].net[0].in_channels == 6
     x = torch.randn(8, 3, 8, 8)
-    assert game._judge(game.nets["D"], x).shape == (4,)  # one logit per pack
+    ctx = StepContext((0,), total=8, offset=0, local_batch=8, device=torch.device("cpu"))
+    assert game._judge(game.nets["D"], x, ctx).shape == (4,)  # one logit per pack
     ring = load_config("configs/fgan_js_ring.yaml", ["model.d.packing=4", "model.d.minibatch_std=true"])
     D = build_net("discriminator", "model.d", ring.model.d, ring.model, _info(ring))
     assert D.net[0].in_features == 8 and D.net[-1].in_features == 128 + 1
