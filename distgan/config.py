@@ -110,6 +110,22 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Augmentation of every image D sees, real and fake, in both players' losses (distgan.augment)."""
+
+    # none | diffaugment (Zhao et al. 2020: every op on every image) | ada (Karras et al. 2020: each op
+    # with probability p, adapted so that E[sign(D(real))] stays near `target`)
+    name: Literal["none", "diffaugment", "ada"] = "none"
+    # Ops, in order (distgan.augment.OPS); empty = the method's own: diffaugment color, translation,
+    # cutout; ada xflip, rotate90, xint, scale, rotation, brightness, contrast, saturation.
+    policy: list[str] = field(default_factory=list)
+    p: float = 0.0  # ada: p at the start; then adapted and kept in the game's checkpointed state
+    target: float = 0.6  # ada: the target of r_t = E[sign(D(real))] (the paper's 0.6)
+    interval: int = 4  # ada: D steps between adjustments of p
+    kimg: float = 500.0  # ada: thousands of real images in which p can move from 0 to 1
+
+
+@dataclass
 class GameConfig:
     """Base of every game's config section (`game:`). Each game subclasses it next to its code
     (`Game.Config`, e.g. distgan.games.gan.AdversarialConfig) with the keys only it reads, so
@@ -122,6 +138,8 @@ class GameConfig:
     optimizer_groups: ClassVar[tuple[str, ...]] = ("g", "d")
     # Whether the game forms model.d.packing packs from its batches (distgan.models.packing).
     supports_packing: ClassVar[bool] = False
+    # Whether every input of the game's D goes through Game.d_view (the `augment:` section).
+    supports_augment: ClassVar[bool] = False
     # Whether the game builds an encoder from model.e (BiGAN, VAE-GAN); the others refuse model.e keys.
     has_encoder: ClassVar[bool] = False
 
@@ -255,6 +273,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     # The section's class follows game.name (each game owns its keys).
     game: GameConfig = field(default_factory=_default_game_config, metadata={"resolve": _game_config_class})
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # One optimizer per group the game declares (`optim.g`, `optim.d` for the adversarial games);
     # groups left out get the defaults of OptimizerConfig.
     optim: dict[str, OptimizerConfig] = field(default_factory=dict)
@@ -379,6 +398,9 @@ def validate(cfg: Config) -> None:
     _validate_encoder(cfg)
     _validate_instance_norm(cfg)
     cfg.game.validate(cfg)
+    from distgan.augment import validate_augment
+
+    validate_augment(cfg)
     if cfg.data.name == "shards" and not cfg.data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
     if cfg.data.shuffle_buffer < 0:

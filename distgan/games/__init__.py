@@ -6,6 +6,7 @@ outside distgan (a research variant, or the contract's test games in tests/games
 
 from __future__ import annotations
 
+from distgan.augment import build_augment
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.games.base import (
@@ -61,4 +62,5 @@ def game_class(name: str) -> type[Game]:
 def build_game(cfg, info: DataInfo) -> Game:
     game = game_class(cfg.game.name)(cfg, info)
     game.info = info
+    game.augment = build_augment(cfg)
     return game

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from distgan.augment import Augment
 from distgan.config import GameConfig
 from distgan.data.base import Batch, DataInfo, derive_seed
 
@@ -219,6 +220,7 @@ class Game:
     encoder: ClassVar[bool] = False
     encode_nets: tuple[str, ...] = ()
     info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
+    augment: Optional[Augment] = None  # the `augment:` section (set by build_game; None = off)
 
     def __init__(self) -> None:
         self.nets: dict[str, nn.Module] = {}
@@ -239,15 +241,31 @@ class Game:
         grid's); batch.x unless the game translates the other way (batch.x_b -> batch.x)."""
         return batch.x
 
+    def d_view(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """Images x (B, C, H, W) as D sees them: augmented per the `augment:` section, differentiably.
+        A game whose Config sets supports_augment passes every input of D, real or fake, in every
+        phase through here, and D's logits of the real batch to `observe_real` (ADA's feedback)."""
+        return x if self.augment is None else self.augment(x, ctx)
+
+    def observe_real(self, logits: Tensor, ctx: StepContext) -> None:
+        """D's logits of this micro-batch's real images, in its D phase (a collective: every rank calls it)."""
+        if self.augment is not None:
+            self.augment.observe_real(logits, ctx)
+
     def after_step(self, phase: Phase) -> None:
-        """Called after each optimizer step of `phase` (e.g. weight clipping)."""
+        """Called after each optimizer step of `phase` (e.g. weight clipping); overrides call super()."""
+        if self.augment is not None and phase.player == DISCRIMINATOR:
+            self.augment.after_d_step()
 
     def state_dict(self) -> dict:
         """The game's own training state (tensors and plain data), saved in every checkpoint.
-        It must be the same on every rank (rank 0's is saved)."""
-        return {}
+        It must be the same on every rank (rank 0's is saved). Overrides extend super()'s."""
+        return {} if self.augment is None else {"augment": self.augment.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        if self.augment is not None and "augment" in state:
+            self.augment.load_state_dict(state.pop("augment"))
         if state:
             raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds {sorted(state)}")
 
