@@ -295,6 +295,8 @@ class Game:
                 if hasattr(module, "logged"):
                     for key, value in module.logged().items():
                         out[f"{name}/{path}/{key}"] = value
+        if self.augment is not None:  # ADA's adapted p (DiffAugment: 1), game/augment/p
+            out["augment/p"] = torch.tensor(self.augment.p)
         return out
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
