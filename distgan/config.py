@@ -194,6 +194,9 @@ class TrainConfig:
     # Slower; an op without a deterministic kernel then raises an error naming it.
     deterministic: bool = False
     tf32: bool = True  # CUDA: TF32 tensor cores for float32 matmuls and convolutions (off when deterministic)
+    # torch.compile of the nets (inductor; on CPU it needs a C++ compiler). The first steps compile.
+    compile: bool = False
+    channels_last: bool = False  # conv weights (and so activations) in NHWC: faster convs on GPUs
 
 
 @dataclass

@@ -12,7 +12,7 @@ BENCHMARKS: dict = {}
 def _register() -> None:
     import importlib
 
-    for name in ("mixtures", "data"):
+    for name in ("mixtures", "data", "overhead"):
         try:
             module = importlib.import_module(f"distgan.bench.{name}")
         except ModuleNotFoundError as exc:

@@ -46,7 +46,9 @@ class PatchDiscriminator(nn.Module):
         if depth < 1 or patch_grid(resolution, depth) < 1:
             raise ConfigError(f"model.d.depth={depth}: a PatchGAN with that many stride-2 layers leaves no "
                               f"patch of a {resolution} px input (use a smaller depth)")
-        bias = norm != "batch"
+        # A bias before a normalization layer is removed by it: its gradient is zero but for float noise,
+        # which Adam turns into steps of size lr (and 1 and N processes then part ways).
+        bias = norm == "none"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, KERNEL, 2, 1), nn.LeakyReLU(0.2)]
         ch = width
         for n, stride in enumerate(layer_strides(depth)[1:-1], start=1):

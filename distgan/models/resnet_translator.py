@@ -17,9 +17,10 @@ from distgan.models.norms import check_image_net, init_normal, norm2d
 class ResidualBlock(nn.Module):
     def __init__(self, channels: int, norm: str):
         super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm2d(norm, channels),
-                                  nn.ReLU(), nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3),
-                                  norm2d(norm, channels))
+        bias = norm == "none"  # a normalization layer removes a bias before it (see unet.py)
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias),
+                                  norm2d(norm, channels), nn.ReLU(), nn.ReflectionPad2d(1),
+                                  nn.Conv2d(channels, channels, 3, bias=bias), norm2d(norm, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -33,15 +34,17 @@ class ResNetTranslator(nn.Module):
             raise ConfigError(f"model.g.arch=cyclegan_resnet needs data.resolution a multiple of 4 and >= 8, got {resolution}")
         if blocks < 0:
             raise ConfigError(f"model.g.depth (residual blocks) must be >= 0, got {blocks}")
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, width, 7), norm2d(norm, width),
-                                   nn.ReLU()]
+        bias = norm == "none"  # a normalization layer removes a bias before it (see unet.py)
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, width, 7, bias=bias),
+                                   norm2d(norm, width), nn.ReLU()]
         ch = width
         for _ in range(2):
-            layers += [nn.Conv2d(ch, 2 * ch, 3, 2, 1), norm2d(norm, 2 * ch), nn.ReLU()]
+            layers += [nn.Conv2d(ch, 2 * ch, 3, 2, 1, bias=bias), norm2d(norm, 2 * ch), nn.ReLU()]
             ch *= 2
         layers += [ResidualBlock(ch, norm) for _ in range(blocks)]
         for _ in range(2):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, 2, 1, output_padding=1), norm2d(norm, ch // 2), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, 2, 1, output_padding=1, bias=bias), norm2d(norm, ch // 2),
+                       nn.ReLU()]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)

@@ -36,13 +36,16 @@ class UNetGenerator(nn.Module):
         depth = unet_depth(resolution, depth)
         self.skips = skips
         chans = [width * min(2**i, 8) for i in range(depth)]  # encoder output channels per level
-        bias = norm != "batch"
+        # A bias before a normalization layer is removed by it: its gradient is zero but for float noise,
+        # which Adam turns into steps of size lr (and 1 and N processes then part ways).
+        bias = norm == "none"
         self.down = nn.ModuleList()
         prev = in_channels
         for i, c in enumerate(chans):
             layers: list[nn.Module] = [nn.LeakyReLU(0.2)] if i else []
-            layers.append(nn.Conv2d(prev, c, 4, 2, 1, bias=bias))
-            if 0 < i < depth - 1:
+            normed = 0 < i < depth - 1  # not the first layer, nor the 1x1 bottleneck
+            layers.append(nn.Conv2d(prev, c, 4, 2, 1, bias=bias or not normed))
+            if normed:
                 layers.append(norm2d(norm, c))
             self.down.append(nn.Sequential(*layers))
             prev = c

@@ -87,6 +87,20 @@ def wrap_ddp(net: nn.Module, device: torch.device, world_size: int) -> nn.Module
     return DistributedDataParallel(net, device_ids=device_ids, **no_sync)
 
 
+def compile_nets(nets: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    """train.compile: torch.compile (inductor) of each net as the games call it (DDP included, whose
+    gradient buckets dynamo's DDP optimizer splits the graph at). Each net compiles at its first calls,
+    once per way it is used (trained, or frozen in the other player's phase). On CPU inductor writes
+    C++, so it needs a compiler; without one this fails here rather than at the first step."""
+    if device.type == "cpu":
+        compiler = os.environ.get("CXX") or "g++"
+        if shutil.which(compiler) is None:
+            raise ConfigError(f"train.compile=true on CPU needs a C++ compiler for torch.compile's inductor "
+                              f"backend, and {compiler!r} is not on PATH (set CXX, install g++, or "
+                              f"train.compile=false)")
+    return {name: torch.compile(net) for name, net in nets.items()}
+
+
 def _build_optimizer(params, ocfg) -> torch.optim.Optimizer:
     if ocfg.name == "adam":
         return torch.optim.Adam(params, lr=ocfg.lr, betas=tuple(ocfg.betas), weight_decay=ocfg.weight_decay)
@@ -126,6 +140,42 @@ def lr_scale(step: int, steps: int, decay_start: float) -> float:
     if step < start:
         return 1.0
     return max(0.0, (steps - step) / (steps - start))
+
+
+class Votes:
+    """Flags every rank votes on, all-reduced (summed) with a trained net's gradients.
+
+    The skip decision of a phase (a non-finite loss on any rank) and a stop request (a signal or the
+    stop file on any rank) must be the same on every rank. Rather than an all-reduce of their own, each
+    followed by a host read, they ride in DDP's gradient all-reduce: the hook appends them to the net's
+    first bucket. `local` is set by the trainer just before the backward that syncs; `reduced` holds
+    the sums afterwards, identical on every rank.
+    """
+
+    def __init__(self, world: int):
+        self.world = world
+        self.local: Optional[torch.Tensor] = None  # (2,): loss non-finite here, stop asked here
+        self.reduced: Optional[torch.Tensor] = None  # (2,): the same, summed over ranks
+
+
+def _all_reduce_with_votes(votes: Votes, bucket):
+    """DDP communication hook: DDP's own gradient mean (scale by 1/world, sum), plus the votes. (No
+    annotations: DDP checks them against real types, and this module's are strings.)"""
+    grads = bucket.buffer()
+    grads.mul_(1.0 / votes.world)  # what DDP does without a hook, in the same arithmetic
+    carry = votes.local is not None and bucket.index() == 0
+    packed = torch.cat([grads, votes.local.to(grads.dtype)]) if carry else grads
+    future = dist.all_reduce(packed, async_op=True).get_future()
+    if not carry:
+        return future.then(lambda f: f.value()[0])
+
+    def unpack(f):
+        out = f.value()[0]
+        votes.reduced = out[grads.numel():].float()
+        grads.copy_(out[: grads.numel()])
+        return grads
+
+    return future.then(unpack)
 
 
 @dataclass
@@ -205,6 +255,9 @@ class Trainer:
 
             self.game.nets = {n: convert_to_cross_replica_bn(m) for n, m in self.game.nets.items()}
         self.nets: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.game.nets.items()}
+        if tcfg.channels_last:  # in place, before optimizers and EMA copies see the parameters
+            for net in self.nets.values():
+                net.to(memory_format=torch.channels_last)
         if self.game.image_input and not hasattr(self.data, "preview"):
             raise ConfigError(f"game.name={cfg.game.name} translates images, but data.name={cfg.data.name} "
                               f"has no fixed inputs for the sample grid")
@@ -217,7 +270,14 @@ class Trainer:
         # One fp16 loss scaler per player: a phase's loss is scaled by its player's.
         self.scalers = {player: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
                         for player in (GENERATOR, DISCRIMINATOR)}
-        self.wrapped = {n: wrap_ddp(m, self.device, self.world) for n, m in self.nets.items()}
+        wrapped = {n: wrap_ddp(m, self.device, self.world) for n, m in self.nets.items()}
+        self.ddp = {n: m for n, m in wrapped.items() if isinstance(m, DistributedDataParallel)}
+        self.votes = {n: Votes(self.world) for n in self.ddp}
+        for name, votes in self.votes.items():
+            self.ddp[name].register_comm_hook(votes, _all_reduce_with_votes)
+        # The games call these; checkpoints, EMA and sampling use the plain self.nets.
+        self.wrapped = compile_nets(wrapped, self.device) if tcfg.compile else wrapped
+        self._stop_votes: Optional[torch.Tensor] = None  # stop requests summed over ranks, at the last phase
         self.game.bind(self.wrapped)
         self.ema = ({n: EMA(self.nets[n], tcfg.ema_decay, tcfg.ema_start) for n in self.game.ema_nets}
                     if tcfg.ema_decay > 0 else {})
@@ -402,8 +462,8 @@ class Trainer:
         """DDP gradient sync only for the trained nets on the last micro-batch. Frozen nets never
         prepare a reduction: their parameters get no gradient, so a prepared reducer would wait forever."""
         stack = ExitStack()
-        for name, net in self.wrapped.items():
-            if isinstance(net, DistributedDataParallel) and (name not in trains or not last_micro):
+        for name, net in self.ddp.items():
+            if name not in trains or not last_micro:
                 stack.enter_context(net.no_sync())
         return stack
 
@@ -433,6 +493,8 @@ class Trainer:
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         nonfinite = torch.zeros((), device=self.device)
+        # The votes ride with the gradients of the phase's first trained net (the same on every rank).
+        votes = self.votes.get(plan.trains[0])
         reusable = []
         for micro in range(tcfg.grad_accum):
             batch, memo = self._micro_inputs(plan, micro)
@@ -447,6 +509,8 @@ class Trainer:
                 terms = phase.loss(batch, ctx)
                 total = sum(terms.values())
             nonfinite = torch.maximum(nonfinite, (~torch.isfinite(total.detach())).float())
+            if votes is not None and micro == tcfg.grad_accum - 1:  # the backward that syncs
+                votes.local, votes.reduced = torch.stack([nonfinite, self._stop_asked()]), None
             # Backward runs even for a non-finite loss: every rank must join the
             # gradient all-reduce or the others hang. The step is skipped below.
             scaler.scale(total / tcfg.grad_accum).backward()
@@ -454,6 +518,12 @@ class Trainer:
                 self.stats.report(f"loss/{phase.name}/{key}", value)
             reusable.append((batch, ctx.memo))
         self._reusable[phase.name] = reusable
+        if votes is not None:
+            if votes.reduced is None:
+                raise TrainingError(f"phase {phase.name!r}: DDP did not all-reduce the gradients of "
+                                    f"{plan.trains[0]} (is every trained parameter used?)")
+            nonfinite, self._stop_votes = votes.reduced[0], votes.reduced[1]
+            votes.local = votes.reduced = None
         grads = [p.grad for p in plan.params]
         if any(g is None for g in grads):
             # The same on every rank (same graph), and caught on one process too, where DDP would
@@ -469,7 +539,9 @@ class Trainer:
             finite = torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()
             nonfinite = torch.maximum(nonfinite, (~finite).float())
         with self.meter.region("sync"):
-            skip = self._all_reduce_max(nonfinite).item() > 0  # the same decision on every rank
+            # The same decision on every rank: the loss flags were summed over ranks with the gradients
+            # (Votes), and the gradients checked are the all-reduced ones. Alone, nothing to reduce.
+            skip = (nonfinite if votes is not None else self._all_reduce_max(nonfinite)).item() > 0
         if skip:
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
@@ -555,13 +627,20 @@ class Trainer:
                 split["perf/gflop_per_s"] = rate / 1e9
         return split
 
-    def _stop_requested(self) -> bool:
-        """All ranks agree, so they all checkpoint and leave at the same step. Only
-        rank 0 looks for the stop file (one stat per step, not one per rank)."""
+    def _stop_asked(self) -> torch.Tensor:
+        """1.0 if this rank was asked to stop. Only rank 0 looks for the stop file."""
         asked = self._stop_signal is not None or (self.is_main and self._stop_file is not None
                                                   and self._stop_file.exists())
-        flag = torch.tensor(float(asked), device=self.device)
-        return bool(self._all_reduce_max(flag).item())
+        return torch.tensor(float(asked), device=self.device)
+
+    def _stop_requested(self) -> bool:
+        """All ranks agree, so they all checkpoint and leave at the same step. On N processes the
+        ranks voted with the step's last gradient all-reduce (Votes): no collective of its own; a
+        request that came after that vote is seen at the next step."""
+        if self._stop_votes is not None:
+            stop, self._stop_votes = self._stop_votes, None
+            return bool(stop.item() > 0)
+        return bool(self._all_reduce_max(self._stop_asked()).item())
 
     def _peer_failure(self, exc: BaseException) -> Optional[TrainingError]:
         """A collective that failed because another rank died or hung, as a clear error."""
@@ -616,14 +695,13 @@ class Trainer:
                         self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
                     for name, value in self.game.metrics().items():  # e.g. attention gates (Game.metrics)
                         self.stats.report(f"game/{name}", value.to(self.device))
-                    for name, value in self.game.metrics().items():  # e.g. attention gates (Game.metrics)
-                        self.stats.report(f"game/{name}", value.to(self.device))
                     values = self.stats.reduce(self._all_reduce_sum)
                     elapsed = time.perf_counter() - t0
                     values["train/skipped_steps"] = self.skipped_steps
-                    values["perf/step_per_s"] = (step - step0) / elapsed
-                    values["perf/img_per_s"] = (self.images_drawn - images0) / elapsed
-                    values.update(self._perf_split(step - step0, elapsed))
+                    if step > step0:  # none at a log line right after the FLOP-counted first step
+                        values["perf/step_per_s"] = (step - step0) / elapsed
+                        values["perf/img_per_s"] = (self.images_drawn - images0) / elapsed
+                        values.update(self._perf_split(step - step0, elapsed))
                     self.log.metrics(step, values)
                     t0, step0, images0 = time.perf_counter(), step, self.images_drawn
                 if self.is_main and (step == cfg.train.steps or (cfg.log.sample_every and step % cfg.log.sample_every == 0)):
