@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow  # two tiny trainings and ten CLI starts
 TINY = ["data.resolution=8", "model.g.width=8", "model.d.width=8", "model.d.depth=1", "train.steps=2",
         "train.batch_size=4", "log.every=1", "log.sample_count=8", "ckpt.every=0"]
 CONFIGS = {"pix2pix": ["configs/pix2pix_digits_edges.yaml", *TINY, "model.g.depth=3"],
-           "cyclegan": ["configs/cyclegan_digits_negative.yaml", *TINY, "model.g.depth=1"]}
+           "cyclegan": ["configs/cyclegan_digits_negative.yaml", *TINY, "model.g.depth=1"],
+           "dualgan": ["configs/dualgan_digits_negative.yaml", *TINY, "model.g.depth=3"],
+           "discogan": ["configs/discogan_digits_negative.yaml", *TINY, "model.g.depth=3"]}
 
 
 @pytest.fixture(scope="module")
