@@ -37,7 +37,9 @@ def test_encoder_config_trains_encodes_and_reconstructs(tmp_path, config, terms)
     run_cli("sample", str(run), "--encode", str(tmp_path / "x.npy"), "--out", str(tmp_path / "rec.npy"))
     rec = np.load(tmp_path / "rec.npy")
     assert rec.shape == images.shape and np.abs(rec).max() <= 1.0
-    # G(E(x)) is G of the codes `encode` wrote: the same as decoding them one image at a time.
+    if config == "vaegan_digits":  # the checks below are the game's, not the CLI's: once is enough
+        return
+    # G(E(x)) of an image does not depend on the other images given with it.
     again = tmp_path / "rec1.npy"
     np.save(tmp_path / "x1.npy", images[2:3])
     run_cli("sample", str(run), "--encode", str(tmp_path / "x1.npy"), "--out", str(again))
