@@ -137,13 +137,15 @@ def _distgan_step(trainer) -> None:
 
 
 class _Counted:
-    """Counts and times calls of torch.distributed's Python collectives (distgan's own, not DDP's
-    gradient all-reduces, which run inside backward)."""
+    """Counts and times calls of torch.distributed's Python collectives. Blocking ones are distgan's own
+    (before the votes rode with the gradients: a skip vote per phase, a stop vote per step); async ones
+    are DDP's gradient all-reduces that distgan's comm hook issues (without a hook DDP issues them in C++,
+    uncounted). Their time is the call's, not the reduction's."""
 
     NAMES = ("all_reduce", "all_gather", "broadcast", "barrier", "all_gather_into_tensor", "reduce_scatter")
 
     def __init__(self):
-        self.calls, self.seconds = 0, 0.0
+        self.calls, self.seconds, self.async_calls = 0, 0.0, 0
 
     def __enter__(self):
         import torch.distributed as dist
@@ -159,8 +161,11 @@ class _Counted:
             try:
                 return fn(*a, **k)
             finally:
-                self.calls += 1
-                self.seconds += time.perf_counter() - t
+                if k.get("async_op"):
+                    self.async_calls += 1
+                else:
+                    self.calls += 1
+                    self.seconds += time.perf_counter() - t
         return counted
 
     def __exit__(self, *exc):
@@ -232,7 +237,8 @@ class Bench:
             self._sync()
             total = time.perf_counter() - t
         out["distgan"] = self._per_step(self.trainer.meter.read(), total)
-        out["distgan_collectives"] = (counted.calls / self.steps, 1000 * counted.seconds / self.steps)
+        out["distgan_collectives"] = (counted.calls / self.steps, 1000 * counted.seconds / self.steps,
+                                      counted.async_calls / self.steps)
         t = time.perf_counter()
         for _ in range(self.steps):
             self.bare.step()
@@ -374,13 +380,14 @@ def _report(args, cfg, rounds: dict, splits: dict) -> str:
     lines.append("")
     lines.append("Where a step's time goes (ms per step, one pass after the rounds; rank 0):")
     regions = ["data", "D", "G", "sync", "ema", "other", "step"]
-    lines.append("| procs | loop | " + " | ".join(regions) + " | distgan's own collectives per step (ms) |")
-    lines.append("|---:|---|" + "---:|" * len(regions) + "---|")
+    lines.append("| procs | loop | " + " | ".join(regions) + " | blocking collectives of its own per step (ms) "
+                 "| gradient all-reduces via its comm hook per step |")
+    lines.append("|---:|---|" + "---:|" * len(regions) + "---|---|")
     for w, s in splits.items():
-        calls, ms = s["distgan_collectives"]
+        calls, ms, hooked = s["distgan_collectives"]
         for name in ("distgan", "bare"):
             cells = " | ".join(f"{s[name].get(k, 0.0):.2f}" for k in regions)
-            extra = f"{calls:.1f} ({ms:.2f} ms)" if name == "distgan" else "0"
+            extra = f"{calls:.1f} ({ms:.2f} ms) | {hooked:.1f}" if name == "distgan" else "0 | 0 (DDP's own, in C++)"
             lines.append(f"| {w} | {name} | {cells} | {extra} |")
     return "\n".join(lines)
 
