@@ -47,7 +47,8 @@ def _train_with_nans(rank, world_size, run_dir, bad_calls, overrides):
         error = str(exc)
     g = torch.cat([p.detach().flatten() for p in trainer.nets["G"].parameters()])
     d = torch.cat([p.detach().flatten() for p in trainer.nets["D"].parameters()])
-    return {"step": trainer.step, "skipped": trainer.skipped_steps, "error": error, "G": g, "D": d}
+    scales = {p: s.get_scale() for p, s in trainer.scalers.items() if s.is_enabled()}
+    return {"step": trainer.step, "skipped": trainer.skipped_steps, "error": error, "G": g, "D": d, "scales": scales}
 
 
 def test_nan_on_one_rank_skips_the_step_everywhere(tmp_path):
@@ -73,3 +74,16 @@ def test_consecutive_nans_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
     assert latest.name == "step_0000002"
     shared, _ = checkpoint.load(latest, rank=0)
     assert all(torch.isfinite(t).all() for t in shared["nets"]["D"].values())
+
+
+def test_fp16_nan_on_one_rank_backs_the_scale_off_everywhere(tmp_path):
+    """fp16: the vote that rides in the gradient all-reduce skips the step on both ranks and both
+    back their D loss scale off alike (the scale starts at 2**16)."""
+    results = run_gloo(_train_with_nans, 2, str(tmp_path / "run"), [1],
+                       ["train.steps=3", "ckpt.every=0", "train.precision=fp16"])
+    for r in results:
+        assert r["error"] is None and r["step"] == 3 and r["skipped"] >= 1
+        assert r["scales"]["discriminator"] < 2.0**16
+        assert torch.isfinite(r["G"]).all() and torch.isfinite(r["D"]).all()
+    assert results[0]["skipped"] == results[1]["skipped"] and results[0]["scales"] == results[1]["scales"]
+    assert torch.equal(results[0]["D"], results[1]["D"]) and torch.equal(results[0]["G"], results[1]["G"])
