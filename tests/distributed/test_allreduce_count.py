@@ -5,6 +5,8 @@ two real gloo processes, one BigGAN step (D twice: n_critic 2, then G once)."""
 
 import os
 
+import pytest
+
 from tests.distributed.gloo import run_gloo
 from tests.helpers import TINY_DCGAN
 
@@ -46,6 +48,7 @@ def _count_all_reduces(rank, world_size, run_dir, accum):
             "step": trainer.step}
 
 
+@pytest.mark.slow  # four gloo processes in all, each building a Trainer
 def test_gradients_are_all_reduced_once_per_optimizer_step_not_per_micro_batch(tmp_path):
     for accum in (4, 1):
         results = run_gloo(_count_all_reduces, 2, str(tmp_path / f"run{accum}"), accum, timeout=240)

@@ -25,6 +25,7 @@ def test_tiny_biggan_two_processes_equal_one_and_resume_bitwise(tmp_path):
     assert any(k.endswith("_u") for k in state["nets"]["D"]) and any(k.endswith("_u") for k in state["nets"]["G"])
 
 
+@pytest.mark.slow  # a 2-process training and three sampling runs
 def test_tiny_biggan_logs_global_batch_and_gates_and_samples_with_truncation(tmp_path):
     run = tmp_path / "run"
     out = run_cli("train", *TINY_BIGGAN, "train.batch_size=4", "train.grad_accum=2", "train.steps=3", "log.every=1",
