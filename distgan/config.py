@@ -96,7 +96,6 @@ class NetConfig:
     init: Literal["default", "normal", "xavier", "orthogonal"] = "default"
 
 
-
 @dataclass
 class ModelConfig:
     z_dim: int = 100  # latent size
@@ -397,9 +396,9 @@ def validate(cfg: Config) -> None:
     if cfg.model.g.conditioning:
         raise ConfigError("model.g.conditioning: only a discriminator's conditioning is chosen (model.d.conditioning)")
     _validate_packing(cfg)
+    _validate_instance_norm(cfg)
     _validate_architecture(cfg)
     _validate_encoder(cfg)
-    _validate_instance_norm(cfg)
     cfg.game.validate(cfg)
     from distgan.augment import validate_augment
 

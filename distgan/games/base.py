@@ -143,7 +143,6 @@ class StepContext:
             full = truncate(full, self.truncation, self._gen)
         return self._slice(full)
 
-
     def rand(self, *shape: int) -> Tensor:
         """(B_local, *shape) uniform in [0, 1)."""
         return self._slice(torch.rand(self.total, *shape, generator=self._gen))

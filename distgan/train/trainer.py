@@ -518,12 +518,6 @@ class Trainer:
                 self.stats.report(f"loss/{phase.name}/{key}", value)
             reusable.append((batch, ctx.memo))
         self._reusable[phase.name] = reusable
-        if votes is not None:
-            if votes.reduced is None:
-                raise TrainingError(f"phase {phase.name!r}: DDP did not all-reduce the gradients of "
-                                    f"{plan.trains[0]} (is every trained parameter used?)")
-            nonfinite, self._stop_votes = votes.reduced[0], votes.reduced[1]
-            votes.local = votes.reduced = None
         grads = [p.grad for p in plan.params]
         if any(g is None for g in grads):
             # The same on every rank (same graph), and caught on one process too, where DDP would
@@ -534,6 +528,12 @@ class Trainer:
                 f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}: every trained parameter needs "
                 f"one on every rank (DDP). Add distgan.games.touch(output) of a forward that uses them "
                 f"to the loss, or do not train that net in this phase")
+        if votes is not None:
+            if votes.reduced is None:
+                raise TrainingError(f"phase {phase.name!r}: DDP did not all-reduce the gradients of "
+                                    f"{plan.trains[0]}, which carry the ranks' skip and stop votes")
+            nonfinite, self._stop_votes = votes.reduced[0], votes.reduced[1]
+            votes.local = votes.reduced = None
         if not scaler.is_enabled() and grads:
             # One kernel per gradient and no Python loop: the largest |g| is finite iff all of g is.
             finite = torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()

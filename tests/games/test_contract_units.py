@@ -161,8 +161,9 @@ def test_sample_an_image_input_game_translates_the_given_images(tmp_path):
     run_cli("sample", str(run), "--inputs", str(tmp_path / "in.npy"), "--out", str(tmp_path / "out.png"))
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (6, 1, 8, 8) and np.abs(out).max() <= 1
-    missing = run_cli("sample", str(run), "--out", str(tmp_path / "none.npy"), check=False)
-    assert missing.returncode == 2 and "give them (distgan sample --inputs)" in missing.stderr
+    # Without --inputs: the first --num inputs of the run's own data are translated.
+    run_cli("sample", str(run), "--num", "5", "--out", str(tmp_path / "own.npy"))
+    assert np.load(tmp_path / "own.npy").shape == (5, 1, 8, 8)
 
 
 def test_unexpected_errors_keep_their_traceback_user_errors_are_one_line(tmp_path):

@@ -144,7 +144,7 @@ def test_aux_d_ignores_the_label_and_has_a_class_head():
 
 
 def _args(**kw):
-    base = dict(label=None, inputs="", code=[], num=3)
+    base = dict(label=None, inputs="", code=[], num=3, encode="")
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -152,14 +152,14 @@ def test_sample_label_flags():
     from distgan.cli import _sample_conditions
 
     game = _game("cgan")
-    cond, nrow = _sample_conditions(_args(label="7"), game)
+    cond, nrow = _sample_conditions(_args(label="7"), game, nets=None)
     assert cond.labels.tolist() == [7, 7, 7] and nrow == 0
-    cond, nrow = _sample_conditions(_args(label="all"), game)
+    cond, nrow = _sample_conditions(_args(label="all"), game, nets=None)
     assert cond.labels.tolist() == [k for k in range(10) for _ in range(3)] and nrow == 3
     with pytest.raises(ConfigError, match=r"--label 12: this run has classes 0..9"):
-        _sample_conditions(_args(label="12"), game)
+        _sample_conditions(_args(label="12"), game, nets=None)
     with pytest.raises(ConfigError, match="--label: .* unconditional"):
-        _sample_conditions(_args(label="1"), _game("infogan"))
+        _sample_conditions(_args(label="1"), _game("infogan"), nets=None)
     samples = game.sample(game.nets, _ctx(3), Conditions(labels=torch.tensor([2, 2, 5])))
     assert samples.labels.tolist() == [2, 2, 5] and samples.x.shape == (3, 1, 8, 8)
 
@@ -169,7 +169,7 @@ def test_sample_code_flags():
 
     game = _game("infogan")
     assert game.latent_codes() == {"cat": 10, "cont0": 0, "cont1": 0}
-    cond, _ = _sample_conditions(_args(code=["cat=3", "cont1=-1.5"]), game)
+    cond, _ = _sample_conditions(_args(code=["cat=3", "cont1=-1.5"]), game, nets=None)
     assert cond.codes["cat"].tolist() == [3, 3, 3] and cond.codes["cont1"].tolist() == [-1.5] * 3
     samples = game.sample(game.nets, _ctx(3), cond)
     assert samples.codes["cat"].tolist() == [3, 3, 3] and samples.codes["cont1"].tolist() == [-1.5] * 3
@@ -177,9 +177,9 @@ def test_sample_code_flags():
     for bad, match in (("cat=10", "cat has values 0..9"), ("cat=x", "class index"), ("cont0=a", "a number"),
                        ("cont9=1", "has the codes cat, cont0, cont1"), ("cat", "NAME=VALUE")):
         with pytest.raises(ConfigError, match=match):
-            _sample_conditions(_args(code=[bad]), game)
+            _sample_conditions(_args(code=[bad]), game, nets=None)
     with pytest.raises(ConfigError, match="no latent codes"):
-        _sample_conditions(_args(code=["cat=1"]), _game("cgan"))
+        _sample_conditions(_args(code=["cat=1"]), _game("cgan"), nets=None)
 
 
 def test_a_given_code_changes_only_that_code():
