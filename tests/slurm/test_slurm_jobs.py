@@ -34,7 +34,9 @@ from tests.helpers import (
     metrics,
 )
 
-pytestmark = pytest.mark.timeout(900)
+# One test Slurm per session, its daemons on fixed ports: under pytest-xdist every Slurm
+# test runs in the same worker (`--dist loadgroup`).
+pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("slurm")]
 
 STEPS = 300  # long enough to be warned mid-run, a minute on two shared cores
 TRAIN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "log.progress=false", "log.every=20", "log.sample_every=100",
