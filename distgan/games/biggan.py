@@ -24,7 +24,7 @@ from distgan import losses
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
-from distgan.games.conditional import ConditionalConfig, ConditionalGame
+from distgan.games.conditional import ConditionalConfig, ConditionalGame, require_labels
 from distgan.models import finish_net
 from distgan.models.blocks import orthogonal_penalty
 from distgan.models.conditional import build_conditional_discriminator
@@ -73,11 +73,7 @@ class BigGANGame(ConditionalGame):
     def __init__(self, cfg, info: DataInfo):
         Game.__init__(self)
         self.cfg = cfg.game
-        if info.num_classes < 2:
-            where = "data.shards" if cfg.data.name == "shards" else "data.name"
-            raise ConfigError(f"game.name=biggan is conditional, but {where}={cfg.data.shards or cfg.data.name} "
-                              f"has no class labels")
-        self.classes = info.num_classes
+        self.classes = require_labels(cfg, info)
         self.z_dim = cfg.model.z_dim
         self.loss = losses.adversarial(self.cfg.loss)
         self.conditioning, self.aux = "projection", False

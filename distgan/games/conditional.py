@@ -70,6 +70,15 @@ class ACGANConfig(ConditionalConfig):
                 raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
 
 
+def require_labels(cfg, info: DataInfo) -> int:
+    """The number of classes of the data; ConfigError naming the data key when it has no labels."""
+    if info.num_classes < 2:
+        where = "data.shards" if cfg.data.name == "shards" else "data.name"
+        raise ConfigError(f"game.name={cfg.game.name} is conditional, but {where}="
+                          f"{cfg.data.shards or cfg.data.name} has no class labels")
+    return info.num_classes
+
+
 class ConditionalGame(Game):
     """CGAN: G(z, y) against D(x, y)."""
 
@@ -79,11 +88,7 @@ class ConditionalGame(Game):
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
         self.cfg = cfg.game
-        if info.num_classes < 2:
-            where = "data.shards" if cfg.data.name == "shards" else "data.name"
-            raise ConfigError(f"game.name={self.cfg.name} is conditional, but {where}="
-                              f"{cfg.data.shards or cfg.data.name} has no class labels")
-        self.classes = info.num_classes
+        self.classes = require_labels(cfg, info)
         self.z_dim = cfg.model.z_dim
         self.loss = losses.adversarial(self.cfg.loss)
         self.conditioning = cfg.model.d.conditioning or self.Config.conditionings[0]
