@@ -47,6 +47,9 @@ class InfoGANConfig(GameConfig):
     continuous_weight: float = 1.0
     variance: Literal["fixed", "learned"] = "fixed"  # Q's Gaussian for the continuous codes: unit, or predicted
     q_width: int = 128  # hidden units of the Q head
+    # Normalisation of Q's hidden layer: none (Linear-LReLU-Linear), or batch (the paper's
+    # FC-BN-LReLU-FC, a BatchNorm of Q's own, trained with Q in both phases).
+    q_norm: Literal["none", "batch"] = "none"
 
     optimizer_groups = ("g", "d", "q")
     supports_augment = True  # every input of D goes through Game.d_view (Q reads the augmented fakes' features)
@@ -67,6 +70,15 @@ class InfoGANConfig(GameConfig):
                               "InfoGAN's D sees no labels")
 
 
+def q_head(features: int, width: int, out: int, norm: str) -> nn.Sequential:
+    """Q on D's features: one hidden layer of `width` units, with a BatchNorm of its own for
+    norm="batch" (its statistics are Q's: D's trunk and G keep theirs)."""
+    hidden = [nn.Linear(features, width, bias=norm == "none")]
+    if norm == "batch":
+        hidden.append(nn.BatchNorm1d(width))
+    return nn.Sequential(*hidden, nn.LeakyReLU(0.2), nn.Linear(width, out))
+
+
 class InfoGANGame(Game):
     Config = InfoGANConfig
 
@@ -80,8 +92,7 @@ class InfoGANGame(Game):
         self.nets = {
             "G": build_net(GENERATOR, "model.g", cfg.model.g, g_model, info),
             "D": D,
-            "Q": nn.Sequential(nn.Linear(feature_size(D, info.shape), self.cfg.q_width), nn.LeakyReLU(0.2),
-                               nn.Linear(self.cfg.q_width, q_out)),
+            "Q": q_head(feature_size(D, info.shape), self.cfg.q_width, q_out, self.cfg.q_norm),
         }
         self.players = {GENERATOR: ("G",), DISCRIMINATOR: ("D", "Q")}
 

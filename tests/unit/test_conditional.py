@@ -108,6 +108,21 @@ def test_infogan_information_trains_q_in_both_phases_and_never_g_from_d(phase, t
     assert _grads_of(game, phase, term, plan_phases(game, game.nets)) == reached
 
 
+def test_infogan_batchnorm_q_head_shapes_and_trained_in_both_phases():
+    game = _game("infogan", "game.q_norm=batch", "game.q_width=16", "game.variance=learned")
+    Q = game.nets["Q"]
+    bn = [m for m in Q.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bn) == 1 and bn[0].num_features == 16 and Q[0].bias is None  # FC-BN-LReLU-FC: BN's shift is the bias
+    assert Q(torch.randn(6, Q[0].in_features)).shape == (6, 10 + 2 * 2)  # cat logits, cont means, cont log-variances
+    plans = plan_phases(game, game.nets)
+    for phase in ("D", "G"):
+        for term in ("info_cat", "info_cont"):
+            assert "Q" in _grads_of(game, phase, term, plans)
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bn[0].parameters()), (phase, term)
+    assert bn[0].num_batches_tracked.item() > 0  # Q's own statistics, updated on the fakes' features
+    assert _game("infogan").nets["Q"][0].bias is not None  # q_norm=none keeps the plain head
+
+
 def test_cgan_d_sees_the_label():
     game = _game("cgan")
     D, x = game.nets["D"], _batch().x
@@ -216,6 +231,7 @@ def test_infogan_grid_is_a_sheet_per_continuous_code():
     (["game.name=cgan", "game.g_batches=0"], "game.g_batches"),
     (["game.name=acgan", "game.aux_fake_weight=-1"], "game.aux_fake_weight"),
     (["game.name=infogan", "game.continuous_weight=-0.1"], "game.continuous_weight"),
+    (["game.name=infogan", "game.q_norm=layer"], "game.q_norm"),
     (["game.name=cgan", "game.aux_weight=1"], "unknown config key game.aux_weight"),
 ])
 def test_bad_conditional_configs_are_refused_naming_the_key(overrides, named):
