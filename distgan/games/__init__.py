@@ -23,6 +23,7 @@ from distgan.games.base import (
 )
 from distgan.games.bigan import BiGANGame
 from distgan.games.biggan import BigGANGame
+from distgan.games.cogan import CoGANGame
 from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
@@ -38,6 +39,7 @@ GAMES: dict[str, type[Game]] = {
     "biggan": BigGANGame,
     "pix2pix": Pix2PixGame,
     "cyclegan": CycleGame,
+    "cogan": CoGANGame,
     "bigan": BiGANGame,
     "vaegan": VAEGANGame,
 }
