@@ -25,6 +25,7 @@ from distgan.games.bigan import BiGANGame
 from distgan.games.biggan import BigGANGame
 from distgan.games.cogan import CoGANGame
 from distgan.games.conditional import ACGANGame, ConditionalGame
+from distgan.games.context_encoder import ContextEncoderGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
 from distgan.games.translation import CycleGame, Pix2PixGame
@@ -40,6 +41,7 @@ GAMES: dict[str, type[Game]] = {
     "pix2pix": Pix2PixGame,
     "cyclegan": CycleGame,
     "cogan": CoGANGame,
+    "context_encoder": ContextEncoderGame,
     "bigan": BiGANGame,
     "vaegan": VAEGANGame,
 }
