@@ -53,6 +53,9 @@ def _conf(base: Path, host: str) -> str:
     # cred_expire: a requeued job is held until the killed attempt's credential expires
     # (default 120 s); sched_interval: how often pending jobs are looked at (default 60 s).
     # With both short a requeue restarts in about 11 s instead of about two minutes.
+    # KillWait 90 (clusters often use 30): after scancel the workers checkpoint and exit, then the
+    # batch shell logs its decision, all before SIGKILL; on a 2-core machine shared with the other
+    # pytest-xdist worker the workers alone took the whole 30 s once and the log line was lost.
     mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return f"""\
 ClusterName=distgan-test
@@ -72,7 +75,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=3600
-KillWait=30
+KillWait=90
 SchedulerType=sched/builtin
 AuthInfo=cred_expire=10
 SchedulerParameters=sched_interval=2

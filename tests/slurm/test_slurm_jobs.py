@@ -266,7 +266,7 @@ def test_scancel_checkpoints_and_ends_the_job(slurm, tmp_path):
     slurm.run("scancel", str(job))
     info = wait_job(slurm, job)
     assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0"
-    deadline = time.monotonic() + 60  # the batch shell finishes within KillWait
+    deadline = time.monotonic() + 120  # the batch shell finishes within KillWait (90 s)
     while "not requeued by this script" not in job_log(run, job) and time.monotonic() < deadline:
         time.sleep(0.5)
     log = job_log(run, job)
