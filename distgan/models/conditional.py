@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from distgan.data.base import DataInfo
 from distgan.models import build_net
+from distgan.models.outputs import check_outputs
 
 OUTPUTS = ("logits", "features", "class_logits")
 _LABEL_JOIN = {"acgan_keras": "mul"}  # arch -> how G takes the class (default concat)
@@ -65,9 +66,7 @@ class ConditionalDiscriminator(nn.Module):
     def forward(self, x: Tensor, y: Optional[Tensor] = None, outputs: Optional[tuple[str, ...]] = None):
         """(B,) logits; with `outputs`, a dict of the named ones (`logits`, `features`, `class_logits`)."""
         names = ("logits",) if outputs is None else tuple(outputs)
-        unknown = [n for n in names if n not in OUTPUTS]
-        if unknown:
-            raise KeyError(f"unknown discriminator outputs {unknown}; choose from {', '.join(OUTPUTS)}")
+        check_outputs(names, OUTPUTS)
         if self.conditioning in ("concat", "projection") and y is None:
             raise ValueError(f"a D with conditioning={self.conditioning} needs the labels y")
         if self.conditioning == "concat":

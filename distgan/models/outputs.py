@@ -7,13 +7,18 @@ from torch import Tensor, nn
 OUTPUTS = ("logits", "features")
 
 
+def check_outputs(names, known: tuple[str, ...] = OUTPUTS) -> None:
+    """KeyError naming the requested outputs a discriminator does not have."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"unknown discriminator outputs {unknown}; choose from {', '.join(known)}")
+
+
 def named_outputs(net: nn.Sequential, x: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
     """Run a Sequential whose last layer maps hidden features to one logit per sample, and
     return the requested outputs: `features` (B, F) = the last layer's input, flattened;
     `logits` (B,)."""
-    unknown = [n for n in names if n not in OUTPUTS]
-    if unknown:
-        raise KeyError(f"unknown discriminator outputs {unknown}; choose from {', '.join(OUTPUTS)}")
+    check_outputs(names)
     h = x
     for layer in list(net)[:-1]:
         h = layer(h)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.models.blocks import Norm2d, SelfAttention, latent_sizes, split_latent
-from distgan.models.outputs import OUTPUTS
+from distgan.models.outputs import check_outputs
 
 MAX_MULT = 16  # BigGAN's widest stage: 16 x width
 
@@ -162,9 +162,7 @@ class ResNetDiscriminator(nn.Module):
         logits = self.linear(h).flatten()
         if outputs is None:
             return logits
-        unknown = [n for n in outputs if n not in OUTPUTS]
-        if unknown:
-            raise KeyError(f"unknown discriminator outputs {unknown}; choose from {', '.join(OUTPUTS)}")
+        check_outputs(outputs)
         named = {"features": h, "logits": logits}
         return {n: named[n] for n in outputs}
 
