@@ -507,6 +507,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 reads an unquoted no/off/false (yes/on/true) as a boolean: train.precision=no
+            # means the choice spelled that way.
+            spelled = [c for c in choices if isinstance(c, str) and yaml.safe_load(c) is value]
+            value = spelled[0] if len(spelled) == 1 else value
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
         return value

@@ -42,6 +42,13 @@ def test_wrong_types_are_named(tmp_path, override, key):
         load_config(None, [override])
 
 
+def test_choices_that_yaml_reads_as_booleans():
+    """YAML 1.1 reads an unquoted `no` as False; train.precision=no must still mean full precision."""
+    assert load_config(None, ["train.precision=no"]).train.precision == "no"
+    with pytest.raises(ConfigError, match=r"train\.precision=True"):  # no choice is spelled yes/on/true
+        load_config(None, ["train.precision=yes"])
+
+
 @pytest.mark.parametrize("overrides, key", [
     (["train.steps=0"], "train.steps"),
     (["game.clip=0.01", "game.gp_weight=10", "model.d.norm=none"], "game.clip"),
