@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from distgan.metrics.evaluate import evaluate, with_eval
-    from distgan.train.devices import wants_cpu
+    from distgan.train.devices import set_numerics, wants_cpu
     from distgan.train.export import load_generator, resolve_checkpoint
 
     # Joins the process group under `accelerate launch` / torchrun; a no-op alone.
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_checkpoint(Path(args.source))
     step = json.loads((path / "meta.json").read_text())["step"]
     game, nets, cfg = load_generator(path, use_ema=not args.no_ema)
+    # The run's numerics (TF32, deterministic kernels), as its in-training evaluations had: on a GPU
+    # the same checkpoint then gives the same numbers here as in metrics.jsonl.
+    set_numerics(cfg.train.deterministic, cfg.train.tf32)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
     cfg = with_eval(cfg, metrics=metrics, num=args.num, bn=args.bn, seed=args.seed, truncation=args.truncation,
                     features=args.features,
