@@ -136,23 +136,31 @@ class RunLog:
         self.wandb = None
         if not enabled:
             return
-        if start_step > 0:
-            self._truncate_after(start_step)
+        # An earlier attempt that crashed after its last checkpoint logged steps this one re-does;
+        # W&B holds them too (they reach it only after metrics.jsonl and samples/), so it is rewound.
+        logged = last_logged_step(run_dir)
+        self._truncate_after(start_step)
         interactive = cfg.log.progress and sys.stderr.isatty()
         if interactive:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=cfg.train.steps, initial=start_step, unit="step", dynamic_ncols=True)
         if cfg.log.wandb != "disabled":
-            self.wandb = _start_wandb(cfg, run_dir, wandb_id)
+            rewind_to = start_step if logged > start_step else None
+            if rewind_to is not None:
+                self.message(f"W&B: rewinding run {wandb_id} to step {start_step}: an earlier attempt logged up "
+                             f"to step {logged}, and this one re-does the steps after {start_step}")
+            self.wandb = _start_wandb(cfg, run_dir, wandb_id, rewind_to, self.message)
 
     def _truncate_after(self, step: int) -> None:
-        """A resumed run re-does the steps after its checkpoint: drop their old lines."""
-        if not self.metrics_path.is_file():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        """This attempt re-does the steps after `step` (its checkpoint's, 0 when starting afresh): drop
+        their old lines and sample grids, and a line torn by a kill mid-write."""
+        if self.metrics_path.is_file():
+            records = [r for r in _read_records(self.metrics_path) if r.get("step", 0) <= step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        for grid, grid_step in _sample_grids(self.run_dir):
+            if grid_step > step:
+                grid.unlink()
 
     def advance(self, steps: int = 1) -> None:
         if self.bar is not None:
@@ -201,17 +209,66 @@ class RunLog:
             self.wandb.finish()
 
 
-def _start_wandb(cfg, run_dir: Path, run_id: str) -> Any:
+def _read_records(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # blank, or torn by a kill mid-write
+            continue
+    return records
+
+
+def _sample_grids(run_dir: Path) -> list[tuple[Path, int]]:
+    grids = []
+    for path in (run_dir / "samples").glob("step_*.png"):
+        if path.stem.removeprefix("step_").isdigit():
+            grids.append((path, int(path.stem.removeprefix("step_"))))
+    return grids
+
+
+def last_logged_step(run_dir: Path) -> int:
+    """The highest step earlier attempts in `run_dir` logged (metrics.jsonl, sample grids); 0 if none.
+    Each is written before it is sent to W&B, so W&B holds no later step."""
+    path = run_dir / "metrics.jsonl"
+    steps = [int(r.get("step", 0)) for r in _read_records(path)] if path.is_file() else []
+    steps += [step for _, step in _sample_grids(run_dir)]
+    return max(steps, default=0)
+
+
+def wandb_resume_args(run_id: str, rewind_to: Optional[int]) -> dict[str, str]:
+    """How this attempt joins its W&B run: appended to (`resume="allow"`; a new run when the id is
+    new), or rewound to `rewind_to` (`resume_from`, W&B's run rewind: history after that step is
+    cut, and logging goes on at the next step) when an earlier attempt logged steps this one re-does."""
+    if rewind_to is None:
+        return {"id": run_id, "resume": "allow"}
+    return {"id": run_id, "resume_from": f"{run_id}?_step={rewind_to}"}
+
+
+def _start_wandb(cfg, run_dir: Path, run_id: str, rewind_to: Optional[int] = None,
+                 message: Callable[[str], None] = print) -> Any:
     import wandb
 
-    return wandb.init(
-        project=cfg.log.wandb_project,
-        entity=cfg.log.wandb_entity or None,
-        name=cfg.log.wandb_name or cfg.run.name,
-        group=cfg.log.wandb_group or None,
-        id=run_id,
-        resume="allow",  # a resumed or requeued job appends to the same run
-        mode=cfg.log.wandb,
-        dir=str(run_dir),
-        config=cfg.to_dict(),
-    )
+    def init(resume_args: dict[str, str]) -> Any:
+        return wandb.init(
+            project=cfg.log.wandb_project,
+            entity=cfg.log.wandb_entity or None,
+            name=cfg.log.wandb_name or cfg.run.name,
+            group=cfg.log.wandb_group or None,
+            mode=cfg.log.wandb,
+            dir=str(run_dir),
+            config=cfg.to_dict(),
+            **resume_args,
+        )
+
+    if rewind_to is None:
+        return init(wandb_resume_args(run_id, None))
+    try:
+        return init(wandb_resume_args(run_id, rewind_to))
+    except wandb.errors.Error as exc:
+        # Online only (offline records the rewind for `wandb sync`): rewind is a preview feature some
+        # servers and accounts lack, and the run may not be on the server. Appending still keeps the
+        # run whole: W&B ignores steps below its last one, so the re-done steps keep the old values.
+        message(f"W&B: could not rewind run {run_id} to step {rewind_to} ({exc}); appending to it instead: "
+                f"W&B keeps the earlier attempt's values for the steps this one re-does")
+        return init(wandb_resume_args(run_id, None))
