@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional, Protocol
 
 import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -34,6 +35,16 @@ class DataInfo:
     def from_record(cls, record: dict[str, Any]) -> "DataInfo":
         return cls(kind=record["kind"], shape=tuple(int(d) for d in record["shape"]),
                    num_classes=int(record["num_classes"]))
+
+
+def to_device(t: Tensor, device) -> Tensor:
+    """A CPU tensor copied to `device` without holding up the host. On CUDA a plain `.to()` of pageable
+    memory waits for the whole stream to finish (copy, then a stream synchronize): one host sync per
+    batch and per noise draw. A pinned staging copy is queued instead (the caching host allocator
+    keeps it alive until the GPU has read it)."""
+    if device is None or torch.device(device).type != "cuda" or t.device.type != "cpu":
+        return t if device is None else t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class DataSource(Protocol):

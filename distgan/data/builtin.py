@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distgan.data.base import Batch, DataInfo, derive_seed
+from distgan.data.base import Batch, DataInfo, derive_seed, to_device
 from distgan.errors import ConfigError
 
 _STREAM_DATA = 0x5EED_DA7A  # separates data draws from other seeded streams
@@ -125,7 +125,7 @@ class _BlockSource(_GlobalStream):
         start = self.draws * self.global_batch + self.offset
         self.draws += 1
         x, y = self.take(start, self.local_batch)
-        return Batch(x=x.to(self.device), y=y.to(self.device))
+        return Batch(x=to_device(x, self.device), y=to_device(y, self.device))
 
 
 class MixtureSource(_BlockSource):
@@ -207,6 +207,7 @@ class TensorSource(_GlobalStream):
         self.device = device
         self.draws = 0
         self._perms: dict[int, Tensor] = {}
+        self._on_device: dict[str, Tensor] = {}
 
     def _perm(self, epoch: int) -> Tensor:
         perm = self._perms.get(epoch)
@@ -233,9 +234,17 @@ class TensorSource(_GlobalStream):
         for epoch in epochs.unique().tolist():
             mask = epochs == epoch
             idx[mask] = self._perm(epoch)[within[mask]]
-        y = self.y[idx].to(self.device) if self.y is not None else None
-        x_b = self.x_b[idx].to(self.device) if self.x_b is not None else None
-        return Batch(x=self.x[idx].to(self.device), y=y, x_b=x_b)
+        return Batch(x=self._rows("x", idx), y=self._rows("y", idx), x_b=self._rows("x_b", idx))
+
+    def _rows(self, name: str, idx: Tensor) -> Tensor | None:
+        """Rows `idx` of self.<name> on the device. On a GPU the (small, built-in) data set is kept
+        there and a batch is a gather on the GPU: no CPU gather and copy while the GPU waits."""
+        full = getattr(self, name)
+        if full is None or self.device is None or torch.device(self.device).type != "cuda":
+            return None if full is None else full[idx].to(self.device)
+        if name not in self._on_device:
+            self._on_device[name] = full.to(self.device)
+        return self._on_device[name][to_device(idx, self.device)]
 
 
 class StackedDigitsSource(_BlockSource):

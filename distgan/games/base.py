@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from distgan.augment import Augment
 from distgan.config import GameConfig
-from distgan.data.base import Batch, DataInfo, derive_seed
+from distgan.data.base import Batch, DataInfo, derive_seed, to_device
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
@@ -133,7 +133,7 @@ class StepContext:
         self._micro = micro_global or (0, total)
 
     def _slice(self, full: Tensor) -> Tensor:
-        return full[self._lo : self._lo + self.local_batch].to(self.device)
+        return to_device(full[self._lo : self._lo + self.local_batch], self.device)
 
     def randn(self, *shape: int) -> Tensor:
         """(B_local, *shape) standard normal; with `truncation` t > 0, every value with |v| > t is
@@ -155,7 +155,7 @@ class StepContext:
         """(B_global, *shape) uniform in [0, 1) for this micro-batch's *global* batch, the same on
         every rank: for decisions about gathered samples (e.g. an image history)."""
         lo, n = self._micro
-        return torch.rand(self.total, *shape, generator=self._gen)[lo : lo + n].to(self.device)
+        return to_device(torch.rand(self.total, *shape, generator=self._gen)[lo : lo + n], self.device)
 
     def gather(self, local: Tensor) -> Tensor:
         """(B_local, ...) on every rank -> (B_global, ...) of this micro-batch, in rank order
