@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
@@ -166,6 +166,9 @@ class OptimizerConfig:
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
     weight_decay: float = 0.0
+    # The fused kernel (adam, sgd): one launch per step, and a non-finite step is skipped on the device
+    # with no host sync. null = fused on CUDA, foreach on CPU.
+    fused: Optional[bool] = None
 
 
 @dataclass

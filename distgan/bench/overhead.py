@@ -85,8 +85,8 @@ class BareLoop:
         self.ema_weight = 1.0 - cfg.train.ema_decay
         self.G_raw, self.D_raw = G, D
         self.G, self.D = wrap_ddp(G, self.device, trainer.world), wrap_ddp(D, self.device, trainer.world)
-        self.opt_g = _build_optimizer(G.parameters(), cfg.optim["g"])
-        self.opt_d = _build_optimizer(D.parameters(), cfg.optim["d"])
+        self.opt_g = _build_optimizer(G.parameters(), cfg.optim["g"], self.device)  # the same kinds as distgan's
+        self.opt_d = _build_optimizer(D.parameters(), cfg.optim["d"], self.device)
         self.G_params = list(G.parameters())
         # Random "images" already on the device: the bare loop pays nothing for data.
         self.images = torch.rand(16 * self.batch, *trainer.data.info.shape, device=self.device) * 2 - 1

@@ -101,12 +101,19 @@ def compile_nets(nets: dict[str, nn.Module], device: torch.device) -> dict[str, 
     return {name: torch.compile(net) for name, net in nets.items()}
 
 
-def _build_optimizer(params, ocfg) -> torch.optim.Optimizer:
+def _build_optimizer(params, ocfg, device: torch.device) -> torch.optim.Optimizer:
+    # Fused by default on CUDA: one launch per step, and it takes the skip flag of a non-finite step as
+    # a device tensor (found_inf), so skipping needs no host sync (Trainer._step_unless). On CPU the
+    # foreach versions by default (the numbers the CPU tests pin down).
+    fused = ocfg.fused if ocfg.fused is not None else device.type == "cuda"
     if ocfg.name == "adam":
-        return torch.optim.Adam(params, lr=ocfg.lr, betas=tuple(ocfg.betas), weight_decay=ocfg.weight_decay)
+        return torch.optim.Adam(params, lr=ocfg.lr, betas=tuple(ocfg.betas), weight_decay=ocfg.weight_decay,
+                                fused=fused or None)
     if ocfg.name == "rmsprop":
+        if ocfg.fused:
+            raise ConfigError("optim.*.fused=true: torch has no fused RMSprop; use adam or sgd, or fused=null")
         return torch.optim.RMSprop(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
-    return torch.optim.SGD(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+    return torch.optim.SGD(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay, fused=fused or None)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -263,7 +270,8 @@ class Trainer:
                               f"has no fixed inputs for the sample grid")
         self.plans = plan_phases(self.game, self.nets)
         self.optimizers = {
-            group: _build_optimizer([p for n in members for p in self.nets[n].parameters()], cfg.optim[group])
+            group: _build_optimizer([p for n in members for p in self.nets[n].parameters()], cfg.optim[group],
+                                    self.device)
             for group, members in self.game.optimizer_groups.items()
         }
         self.precision = resolve_precision(tcfg.precision, self.device)
@@ -299,6 +307,12 @@ class Trainer:
         self._timeout = ("train.startup_timeout_s", cfg.train.startup_timeout_s)
         self.bad_steps = 0  # consecutive skipped steps
         self.skipped_steps = 0  # in this process's lifetime, logged as train/skipped_steps
+        # (step, skipped) of the steps whose skip flag (a device tensor) the host has not read yet. With
+        # fused optimizers (the default on CUDA) nothing else needs it on the host, and reading it is a
+        # sync, so it is read every log.every steps and before checkpoints; otherwise at once.
+        self._unread_skips: list[tuple[int, torch.Tensor]] = []
+        self._read_skips_every = (cfg.log.every if all(o.defaults.get("fused") for o in self.optimizers.values())
+                                  else 1)
         self.wandb_id = ""  # from the checkpoint when resuming, else fixed in the run dir below
         self.stats = Stats()
         self._stop_signal: Optional[int] = None
@@ -381,6 +395,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        self.read_skips()  # bad_steps is part of the state
         return {
             "step": self.step,
             "bad_steps": self.bad_steps,
@@ -424,6 +439,7 @@ class Trainer:
                   f"resuming on {self.world}", flush=True)
 
     def save_checkpoint(self) -> Path:
+        self.read_skips()  # on every rank: a run of bad steps stops all of them, before the barrier
         try:
             return checkpoint.save(self.ckpt_root, self.step, self.state_dict() if self.is_main else {},
                                    self.rank_state_dict(), rank=self.rank, world_size=self.world,
@@ -538,30 +554,53 @@ class Trainer:
             # One kernel per gradient and no Python loop: the largest |g| is finite iff all of g is.
             finite = torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()
             nonfinite = torch.maximum(nonfinite, (~finite).float())
-        with self.meter.region("sync"):
-            # The same decision on every rank: the loss flags were summed over ranks with the gradients
-            # (Votes), and the gradients checked are the all-reduced ones. Alone, nothing to reduce.
-            skip = (nonfinite if votes is not None else self._all_reduce_max(nonfinite)).item() > 0
-        if skip:
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            if scaler.is_enabled():
-                scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-            return False
+        # The same decision on every rank: the loss flags were summed over ranks with the gradients
+        # (Votes), and the gradients checked are the all-reduced ones. Alone, nothing to reduce.
+        skip = ((nonfinite if votes is not None else self._all_reduce_max(nonfinite)) > 0).float()
         if scaler.is_enabled():
-            # fp16: the scaler finds inf/NaN in the (all-reduced, hence identical on
-            # every rank) gradients, skips the step and backs the scale off.
-            scale = scaler.get_scale()
-            for optimizer in optimizers:
-                scaler.step(optimizer)
-            scaler.update()
-            if scaler.get_scale() < scale:
-                return False
+            skip = self._scaled_step(optimizers, scaler, skip)
         else:
+            self._step_unless(optimizers, skip)
+        # Runs whether or not the update was applied (a skipped one left the weights as they were).
+        self.game.after_step(phase)
+        return skip
+
+    def _step_unless(self, optimizers: list[torch.optim.Optimizer], skip: torch.Tensor) -> None:
+        """Each optimizer's step, unless `skip` (0-d, 1.0 or 0.0, the same on every rank) is set.
+
+        A fused optimizer (Adam and SGD on CUDA) reads the flag as its found_inf on the device and
+        leaves weights, moments and step count as they were: no host sync. Others need the flag on
+        the host: free on CPU, a sync on a GPU (e.g. RMSprop)."""
+        if all(getattr(o, "_step_supports_amp_scaling", False) and o.defaults.get("fused") for o in optimizers):
+            for optimizer in optimizers:
+                optimizer.found_inf, optimizer.grad_scale = skip, None  # what GradScaler hands a fused step
+                try:
+                    optimizer.step()
+                finally:
+                    del optimizer.found_inf, optimizer.grad_scale
+            return
+        with self.meter.region("sync"):
+            skipped = skip.item() > 0
+        if not skipped:
             for optimizer in optimizers:
                 optimizer.step()
-        self.game.after_step(phase)
-        return True
+
+    def _scaled_step(self, optimizers, scaler, skip: torch.Tensor) -> torch.Tensor:
+        """fp16: the scaler finds inf/NaN in the (all-reduced, hence identical on every rank) gradients,
+        skips the step and backs the scale off. Returns the phase's skip flag. Reads the scale on the
+        host (fp16 is the rare choice on GPUs that have bf16)."""
+        with self.meter.region("sync"):
+            skipped = skip.item() > 0
+        if skipped:
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+            return skip
+        scale = scaler.get_scale()
+        for optimizer in optimizers:
+            scaler.step(optimizer)
+        scaler.update()
+        return torch.full((), float(scaler.get_scale() < scale), device=self.device)
 
     # ------------------------------------------------------------------ loop
 
@@ -579,7 +618,7 @@ class Trainer:
         self._stop_signal = signum
 
     def train_step(self) -> None:
-        step_ok = True
+        skipped = torch.zeros((), device=self.device)
         self._reusable.clear()
         scale = lr_scale(self.step, self.cfg.train.steps, self.cfg.train.lr_decay_start)
         for group, optimizer in self.optimizers.items():
@@ -590,23 +629,41 @@ class Trainer:
                 continue
             for repeat in range(plan.phase.repeats):
                 with self.meter.region(plan.phase.name):
-                    step_ok &= self.run_phase(plan, repeat)
+                    skipped = torch.maximum(skipped, self.run_phase(plan, repeat))
         self.step += 1
-        self.bad_steps = 0 if step_ok else self.bad_steps + 1
-        if not step_ok:
+        self._unread_skips.append((self.step, skipped))
+        if len(self._unread_skips) >= self._read_skips_every:
+            self.read_skips()
+        with self.meter.region("ema"):
+            for name, ema in self.ema.items():
+                ema.update(self.nets[name], self.step)
+
+    def read_skips(self) -> None:
+        """Count the steps skipped since the last read (one host read for all of them), say which, and
+        stop after train.max_bad_steps in a row. On a GPU this runs every log.every steps, so a run of
+        bad steps is reported (and stopped) up to log.every steps late; the skipped updates were never
+        applied, so nothing is lost meanwhile."""
+        if not self._unread_skips:
+            return
+        steps = [step for step, _ in self._unread_skips]
+        with self.meter.region("sync"):
+            flags = torch.stack([flag for _, flag in self._unread_skips]).tolist()
+        self._unread_skips.clear()
+        for step, flag in zip(steps, flags):
+            if not flag:
+                self.bad_steps = 0
+                continue
+            self.bad_steps += 1
             self.skipped_steps += 1
-            self.log.message(f"step {self.step}: non-finite loss or gradient; update skipped on all ranks "
+            self.log.message(f"step {step}: non-finite loss or gradient; update skipped on all ranks "
                              f"({self.bad_steps} in a row)")
             if self.bad_steps >= self.cfg.train.max_bad_steps:
                 last = checkpoint.find_latest(self.ckpt_root)
                 raise TrainingError(
                     f"{self.bad_steps} consecutive steps with non-finite losses or gradients (up to step "
-                    f"{self.step}); stopping. Last good checkpoint: {last or 'none'}. Lower the learning "
+                    f"{step}); stopping. Last good checkpoint: {last or 'none'}. Lower the learning "
                     f"rate, use train.precision=bf16 or no, or check the data."
                 )
-        with self.meter.region("ema"):
-            for name, ema in self.ema.items():
-                ema.update(self.nets[name], self.step)
 
     def _perf_split(self, steps: int, elapsed: float) -> dict[str, float]:
         """perf/ms_per_step/<region> (data, each phase, sync, ema, other = the rest of the loop: logging,
@@ -631,7 +688,7 @@ class Trainer:
         """1.0 if this rank was asked to stop. Only rank 0 looks for the stop file."""
         asked = self._stop_signal is not None or (self.is_main and self._stop_file is not None
                                                   and self._stop_file.exists())
-        return torch.tensor(float(asked), device=self.device)
+        return torch.full((), float(asked), device=self.device)  # a fill, not a host-to-device copy
 
     def _stop_requested(self) -> bool:
         """All ranks agree, so they all checkpoint and leave at the same step. On N processes the
@@ -690,6 +747,9 @@ class Trainer:
                     self._enter_training_timeout()
                 self.log.advance()
                 step = self.step
+                if (step % cfg.log.every == 0 or step == cfg.train.steps
+                        or (cfg.ckpt.every and step % cfg.ckpt.every == 0)):
+                    self.read_skips()  # the skip count for the log line, bad_steps for a checkpoint
                 if step % cfg.log.every == 0 or step == cfg.train.steps:
                     for name, value in self.data.metrics().items():
                         self.stats.report(name, torch.tensor(float(value), device=self.device), total=True)
