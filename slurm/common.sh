@@ -32,8 +32,8 @@
 #   failure  the launcher failed (a rank crashed, a collective timed out) after the newest
 #            checkpoint advanced during this attempt: at most DISTGAN_MAX_FAILURE_REQUEUES
 #            (default 3) times; a failure without progress is not retried
-#   slurm    Slurm requeued the job itself (PreemptMode=REQUEUE, node failure): counted
-#            at the start of the next attempt, never capped here
+#   slurm    Slurm requeued the job itself (PreemptMode=REQUEUE, node failure): the attempt
+#            it ended decides nothing; counted at the start of the next one, never capped here
 
 distgan_die() {
     echo "distgan slurm: error: $*" >&2
@@ -166,6 +166,14 @@ distgan_count_slurm_requeue() {
         distgan_log "requeued by Slurm itself (preemption, node failure or by hand): slurm requeues" \
             "$(distgan_counter slurm)"
     fi
+}
+
+# Whether Slurm requeued this job while this attempt ran: its restart count moved past
+# this attempt's (slurmctld requeues a job on a node failure before it ends its processes).
+distgan_requeued_by_slurm() {
+    local restarts
+    restarts=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Restarts=[0-9]*') || return 1
+    [ "${restarts#Restarts=}" -gt "$RESTARTS" ]
 }
 
 # NCCL settings a cluster team expects; each one the user's environment sets wins.
@@ -314,12 +322,21 @@ distgan_run_with_requeue() {
         [ $rc -gt 128 ] && { wait "$pid"; rc=$?; }  # exited during the trap: its real status
         break
     done
-    trap - USR1 TERM
+    # The launcher is gone: a TERM now can only end this shell before it says what it decided.
+    # Slurm sends one after a node failure, often just after srun has already exited 0.
+    trap - USR1
+    trap '' TERM
     rm -f "$DISTGAN_STOP_FILE"
     local step
     step=$(distgan_progress) || distgan_die "cannot read the checkpoints in $RUN_DIR"
     distgan_log "launcher exited with $rc at $(date -Is); newest checkpoint: step $step/$TOTAL_STEPS" \
         "(this attempt started at $start_step)"
+    if [ "$step" -lt "$TOTAL_STEPS" ] && distgan_requeued_by_slurm; then
+        distgan_log "Slurm requeued job $SLURM_JOB_ID itself during this attempt (node failure, preemption or" \
+            "scontrol requeue): nothing to decide here; the next attempt counts it and resumes from the newest" \
+            "complete checkpoint"
+        return 75
+    fi
     [ $rc -eq 0 ] && return 0
     if [ "$step" -ge "$TOTAL_STEPS" ]; then
         distgan_log "the run is complete (step $step/$TOTAL_STEPS)"

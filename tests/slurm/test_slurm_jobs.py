@@ -7,7 +7,8 @@ bitwise equal to an uninterrupted run; a rank killed after a checkpoint makes th
 requeue itself (a failure requeue) and still end bitwise equal; a time limit without
 warning checkpoints and requeues, and the requeued attempt refuses a config file that
 changed under it; scancel checkpoints and ends the job; two srun tasks act as two nodes;
-the guards refuse a wrong task count, a run dir that one task cannot see, and a taken port.
+the guards refuse a wrong task count, a run dir that one task cannot see, and a taken port;
+the node set DOWN under a running job: Slurm requeues it itself and it resumes bitwise.
 See docs/operations.md for what each case looks like to a user.
 """
 
@@ -236,6 +237,70 @@ def test_rank_crash_after_progress_requeues_and_resumes_bitwise(slurm, uninterru
     assert failed and int(failed.group(1)) >= 50, log
     assert requeue_counts(run, job) == {"warning": 0, "failure": 1, "slurm": 0}
     assert f"done: step {STEPS}/{STEPS}" in log
+    assert_bitwise_equal(latest_state(whole), latest_state(run))
+
+
+def restore_node(slurm) -> None:
+    """Bring the node back (RESUME) if it is down or drained; it may also come back by itself
+    meanwhile (ReturnToService=2), so RESUME's "Invalid node state" is no error here."""
+    deadline = time.monotonic() + 60
+    while (state := slurm.node_state()) not in ("idle", "allocated", "mixed", "completing"):
+        assert time.monotonic() < deadline, f"node {slurm.host} still {state}\n{slurm.logs()}"
+        if any(word in state for word in ("down", "drain", "fail")):
+            slurm.run("scontrol", "update", f"NodeName={slurm.host}", "State=RESUME", check=False)
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_node_failure_is_requeued_by_slurm_and_resumes_bitwise(slurm, uninterrupted, tmp_path):
+    """`scontrol update State=DOWN` on the job's node after the step-50 checkpoint: Slurm
+    requeues the job itself at once (it is PENDING with Restarts=1 when the command returns)
+    and ends its processes. The node's slurmd still lives, so the workers get SIGTERM and
+    checkpoint on their way out (a dead node would leave the step-50 one); the batch shell
+    logs that Slurm requeued the job and decides nothing; the next attempt counts a `slurm`
+    requeue, resumes from the workers' checkpoint and ends equal to an uninterrupted run."""
+    whole, _, whole_info = uninterrupted
+    assert whole_info["JobState"] == "COMPLETED"
+    run = tmp_path / "node_failed"
+    job = sbatch(slurm, "train_single_node.sbatch", run, f"train.steps={STEPS}", "ckpt.every=50",
+                 flags=["--cpus-per-task=2"])
+    wait_for("checkpoint", lambda: (run / "checkpoints" / "latest").is_file(), slurm, job, run)
+    try:
+        slurm.run("scontrol", "update", f"NodeName={slurm.host}", "State=DOWN", "Reason=distgan-node-failure-test")
+        # slurmctld requeues the job inside that update call: no NODE_FAIL state to see, the
+        # job is pending again with one restart (the requeue holds it ~cred_expire seconds).
+        requeued = job_info(slurm, job)
+        assert (requeued["JobState"], requeued["Restarts"]) == ("PENDING", "1"), requeued
+        # On this cluster the node is back by itself (ReturnToService=2 and slurmd answered
+        # the kill request); a node that stays down is brought back as an admin would.
+        restore_node(slurm)
+        info = wait_job(slurm, job)
+    finally:
+        restore_node(slurm)  # later Slurm tests need the node, whatever failed above
+    log = job_log(run, job)
+    assert_completed(info, run, job)
+    assert info["Restarts"] == "1", log
+    # Slurm's word for it is in the batch output (sbatch --output), written by slurmstepd; the
+    # run dir's log has at most srun's "Node failure on" line (srun may be gone before it).
+    slurm_out = (tmp_path / f"sbatch-{job}.out").read_text()
+    assert f"*** JOB {job} ON {slurm.host} CANCELLED AT" in slurm_out and "DUE TO NODE FAILURE" in slurm_out, slurm_out
+    # The first attempt's batch shell sees Slurm's requeue (srun exits, often with 0, and Slurm
+    # TERMs the shell) and leaves the decision to Slurm: no requeue of its own, no "resubmit".
+    first_attempt, second_attempt = log.split(f"=== distgan job {job}: attempt 2 on ")
+    assert f"Slurm requeued job {job} itself during this attempt" in first_attempt, log
+    assert "requeueing job" not in log and "stopped by SIGTERM" not in log, log
+    assert "requeued by Slurm itself (preemption, node failure or by hand): slurm requeues 1" in second_attempt, log
+    assert requeue_counts(run, job) == {"warning": 0, "failure": 0, "slurm": 1}
+    # srun was gone before the workers' last lines: they are in the first attempt's rank logs.
+    first = "".join(p.read_text() for p in (run / "slurm" / f"job-{job}" / "ranks" / "attempt-1").rglob("stdout.log"))
+    stopped = re.search(r"stop requested \(signal or stop file\): checkpoint \S+ written at step (\d+)", first)
+    assert stopped, first
+    stop_step = int(stopped.group(1))
+    assert 50 <= stop_step < STEPS
+    resumed = re.search(r"resumed from \S+/step_(\d+) at step (\d+)", second_attempt)
+    assert resumed and int(resumed.group(1)) == int(resumed.group(2)) == stop_step, log
+    assert f"done: step {STEPS}/{STEPS}" in log
+    assert [m["step"] for m in metrics(run)] == [m["step"] for m in metrics(whole)], "each step logged once"
     assert_bitwise_equal(latest_state(whole), latest_state(run))
 
 
