@@ -24,6 +24,7 @@ from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
 from distgan.models import build_net
+from distgan.nn.dropout import dropout_masks
 
 FILL = 0.0  # the masked region's value: the middle of [-1, 1] (the paper fills with the data mean)
 
@@ -89,7 +90,8 @@ class ContextEncoderGame(Game):
         return ((filled - x) * mask).pow(2).sum() / (mask.sum() * x.shape[0] * x.shape[1])
 
     def g_loss(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        filled = self.inpaint(self.nets["G"], batch.x)
+        with dropout_masks(ctx.rand, self.nets["G"]):  # the encoder-decoder's dropout, seeded by the step
+            filled = self.inpaint(self.nets["G"], batch.x)
         ctx.memo["filled"] = filled.detach()
         return {"rec": self.cfg.rec_weight * self.masked_l2(filled, batch.x),
                 "adv": self.cfg.adv_weight * self.loss.generator(self.nets["D"](filled))}
@@ -101,4 +103,5 @@ class ContextEncoderGame(Game):
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
         images = conditions.images
-        return Samples(self.inpaint(nets["G"], images), inputs=self.masked(images))
+        with dropout_masks(None, nets["G"]):  # one fill per input
+            return Samples(self.inpaint(nets["G"], images), inputs=self.masked(images))

@@ -40,6 +40,7 @@ from distgan.games.base import (
 )
 from distgan.games.history import ImageHistory
 from distgan.models import build_net
+from distgan.nn.dropout import dropout_masks
 
 DIRECTIONS = ("AB", "BA")
 
@@ -82,6 +83,9 @@ class Pix2PixConfig(GameConfig):
     loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
     l1_weight: float = 100.0  # lambda of the L1 term
     direction: Literal["AB", "BA"] = "AB"  # AB: batch.x -> batch.x_b; BA: batch.x_b -> batch.x
+    # Sampling and `distgan translate` with G's dropout on, as the paper tests (its masks drawn from the
+    # sampling seed, so the same seed gives the same images); false: off, each input has one translation.
+    sample_dropout: bool = False
 
     def validate(self, cfg) -> None:
         if self.l1_weight < 0:
@@ -114,7 +118,8 @@ class Pix2PixGame(TranslationGame):
 
     def g_loss(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         source, target = self._source_target(batch)
-        fake = self.nets["G"](source)  # (B, C, H, W)
+        with dropout_masks(ctx.rand, self.nets["G"]):  # the noise: seeded by the step, per global sample
+            fake = self.nets["G"](source)  # (B, C, H, W)
         ctx.memo["fake"] = fake.detach()
         logits = self.nets["D"](torch.cat([source, fake], 1))  # (B, patches)
         return {"adv": self.loss.generator(logits), "l1": self.cfg.l1_weight * (fake - target).abs().mean()}
@@ -128,7 +133,8 @@ class Pix2PixGame(TranslationGame):
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
-        return Samples(nets["G"](conditions.images), inputs=conditions.images)
+        with dropout_masks(ctx.rand if self.cfg.sample_dropout else None, nets["G"]):
+            return Samples(nets["G"](conditions.images), inputs=conditions.images)
 
 
 # --------------------------------------------------------------------------- the cycle family
@@ -188,13 +194,15 @@ class CycleGame(TranslationGame):
         _need_two_domains(batch, "cyclegan")
         n, w = self.nets, self.cfg.cycle_weight
         a, b = batch.x, batch.x_b  # unpaired: a and b show different samples
-        fake_b, fake_a = n["G_AB"](a), n["G_BA"](b)  # (B, C, H, W)
-        ctx.memo.update(fake_a=fake_a.detach(), fake_b=fake_b.detach())
-        terms = {"adv_AB": self.loss.generator(n["D_B"](fake_b)), "adv_BA": self.loss.generator(n["D_A"](fake_a)),
-                 "cycle": w * (self._distance(n["G_BA"](fake_b), a) + self._distance(n["G_AB"](fake_a), b))}
-        if self.cfg.identity_weight:
-            terms["identity"] = self.cfg.identity_weight * w * (self._distance(n["G_AB"](b), b)
-                                                                + self._distance(n["G_BA"](a), a))
+        # Generators with dropout (DiscoGAN's encoder-decoders, a U-Net): masks seeded by the step.
+        with dropout_masks(ctx.rand, n["G_AB"], n["G_BA"]):
+            fake_b, fake_a = n["G_AB"](a), n["G_BA"](b)  # (B, C, H, W)
+            ctx.memo.update(fake_a=fake_a.detach(), fake_b=fake_b.detach())
+            terms = {"adv_AB": self.loss.generator(n["D_B"](fake_b)), "adv_BA": self.loss.generator(n["D_A"](fake_a)),
+                     "cycle": w * (self._distance(n["G_BA"](fake_b), a) + self._distance(n["G_AB"](fake_a), b))}
+            if self.cfg.identity_weight:
+                terms["identity"] = self.cfg.identity_weight * w * (self._distance(n["G_AB"](b), b)
+                                                                    + self._distance(n["G_BA"](a), a))
         return terms
 
     def d_loss(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
@@ -228,4 +236,6 @@ class CycleGame(TranslationGame):
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
-        return Samples(nets[self._GENERATOR_OF[self.direction]](conditions.images), inputs=conditions.images)
+        G = nets[self._GENERATOR_OF[self.direction]]
+        with dropout_masks(None, G):  # one translation per input
+            return Samples(G(conditions.images), inputs=conditions.images)

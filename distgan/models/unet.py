@@ -5,7 +5,9 @@
 encoder, ReLU in the decoder; channels width, 2 width, 4 width, then 8 width. Decoder level i is
 joined (channels) to encoder level i: the skips carry the input's layout straight to the output.
 The three decoder levels nearest the bottleneck have dropout 0.5, the paper's source of noise
-(no z). No normalization on the first layer and at the bottleneck (a 1x1 map there).
+(no z): `StepDropout`, whose masks the games draw from the step's seeded stream (distgan.nn.dropout),
+so 1 and N processes, and resumed runs, drop the same units. No normalization on the first layer and
+at the bottleneck (a 1x1 map there).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.models.norms import check_image_net, init_normal, norm2d
+from distgan.nn.dropout import StepDropout
 
 DROPOUT = 0.5
 DROPOUT_LEVELS = 3  # decoder levels nearest the bottleneck with dropout
@@ -58,7 +61,7 @@ class UNetGenerator(nn.Module):
                 layers = [nn.ReLU(), nn.ConvTranspose2d(joined, chans[i - 1], 4, 2, 1, bias=bias),
                           norm2d(norm, chans[i - 1])]
                 if depth - 1 - i < DROPOUT_LEVELS:
-                    layers.append(nn.Dropout(DROPOUT))
+                    layers.append(StepDropout(DROPOUT))
             self.up.append(nn.Sequential(*layers))
         init_normal(self)
 
