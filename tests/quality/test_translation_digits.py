@@ -1,7 +1,7 @@
 """pix2pix on the built-in digits, judged by what it is for: edges of held-out digits (data.split=test)
 turned back into those digits. A shortened run of configs/pix2pix_digits_edges.yaml (800 of its 1,500
-steps) with bars it clears; the full run's numbers are in docs/benchmarks.md (95.0% read as the source
-digit, L1 0.26 of the best constant's), measured with `python -m tests.quality.translation_eval`.
+steps) with bars it clears; the full run's numbers are in docs/benchmarks.md (96.7% read as the source
+digit, L1 0.25 of the best constant's), measured with `python -m tests.quality.translation_eval`.
 At 8 px the edge map is most of the digit's pixels and says too little (600 steps: 74%, L1 0.69 of
 the constant's), so the check keeps the config's 16 px.
 """
