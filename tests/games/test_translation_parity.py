@@ -9,7 +9,8 @@ from tests.games.test_contract import STEPS, _train
 from tests.helpers import assert_bitwise_equal, flat_tensors, latest_state, metrics, run_cli
 
 TINY_CYCLEGAN = ["configs/cyclegan_digits_negative.yaml", "data.resolution=8", "model.g.width=8", "model.g.depth=1",
-                 "model.d.width=8", "model.d.depth=1", "game.history=8", "log.sample_count=8", "train.ema_decay=0.9"]
+                 "model.d.width=8", "model.d.depth=1", "game.history=8", "log.sample_count=8", "train.ema_decay=0.9",
+                 "game.identity_weight=0.5"]  # the paper's identity term (off in the config): every term is checked
 # The stored fakes are generator outputs: the weights of 1 and 2 processes differ by float rounding
 # (about 1e-6, the gradients are summed in another order), which instance norm magnifies in the images
 # to about 5e-5 (of [-1, 1]; an 8-bit grey level is 8e-3).
