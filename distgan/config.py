@@ -424,7 +424,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.split applies to data.name={', '.join(DIGIT_DATA)} only (data.name={cfg.data.name})")
     if cfg.data.pairing != "paired" and cfg.data.name not in DIGIT_DOMAINS:
         raise ConfigError(f"data.pairing applies to data.name={', '.join(DIGIT_DOMAINS)} only "
-                          f"(data.name={cfg.data.name}; shards are paired or not as packed)")
+                          f"(data.name={cfg.data.name}; shards are paired or not as packed: with a built-in "
+                          f"domain config on shards, set data.pairing=paired, the default, and data.split=all)")
     if cfg.data.name in ("ring", "grid") and (cfg.model.g.arch != "mlp" or cfg.model.d.arch != "mlp"):
         raise ConfigError(
             f"data.name={cfg.data.name} is 2-D points: model.g.arch and model.d.arch must be mlp"

@@ -465,32 +465,44 @@ class ShardReference:
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Raw samples [start, stop) as ((n, C, R, R) float in [-1, 1], (n,) labels or None)."""
-        stop = min(stop, self.count)
-        c, r = self.spec.channels, self.spec.resolution
-        name = self.spec.image_fields[0]
-        images, labels = [], []
-        first = 0  # raw index of the current shard's first sample
-        for shard in self.shards:
-            if first >= stop:
-                break
-            if first + shard.count > start:
-                with open(shard.path, "rb", buffering=1 << 20) as f:
-                    for i, (key, fields) in enumerate(iter_samples(f), start=first):
-                        if i >= stop:
-                            break
-                        if i < start:
-                            continue
-                        try:
-                            images.append(decode_image(fields[name], name, c, self.spec))  # (R, R, C) uint8
-                            labels.append(int(fields["cls"]) if self.spec.labelled else -1)
-                        except Exception as exc:  # as in training: skip the bad sample, name it
-                            print(f"distgan eval: warning: shard {shard.path} key {key}: skipped from the "
-                                  f"reference ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
-            first += shard.count
-        x = torch.from_numpy(np.stack(images)) if images else torch.empty((0, r, r, c), dtype=torch.uint8)
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (n, C, R, R) in [-1, 1]
-        y = torch.tensor(labels, dtype=torch.long) if self.spec.labelled else None
+        (x, *_), y = read_in_order(self.shards, self.spec, start, min(stop, self.count), "the reference")
         return x, y
+
+
+def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int,
+                  purpose: str) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+    """Raw samples [start, stop) of `shards` in shard and file order, no shuffle or augmentation:
+    ([(n, C, R, R) float in [-1, 1] per image field], (n,) labels or None). Shards before `start`
+    are passed over by their manifest counts, samples within a shard by their tar headers; a sample
+    that cannot be decoded is left out with a warning naming shard, key and `purpose`."""
+    c, r = spec.channels, spec.resolution
+    fields_out: list[list[np.ndarray]] = [[] for _ in spec.image_fields]
+    labels = []
+    first = 0  # raw index of the current shard's first sample
+    for shard in shards:
+        if first >= stop:
+            break
+        if first + shard.count > start:
+            with open(shard.path, "rb", buffering=1 << 20) as f:
+                for i, (key, fields) in enumerate(iter_samples(f), start=first):
+                    if i >= stop:
+                        break
+                    if i < start:
+                        continue
+                    try:
+                        images = [decode_image(fields[name], name, c, spec) for name in spec.image_fields]
+                        label = int(fields["cls"]) if spec.labelled else -1
+                    except Exception as exc:  # as in training: skip the bad sample, name it
+                        print(f"distgan: warning: shard {shard.path} key {key}: skipped from {purpose} "
+                              f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+                        continue
+                    for out, image in zip(fields_out, images):
+                        out.append(image)  # (R, R, C) uint8
+                    labels.append(label)
+        first += shard.count
+    xs = [(torch.from_numpy(np.stack(out)) if out else torch.empty((0, r, r, c), dtype=torch.uint8))
+          .permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0) for out in fields_out]  # (n, C, R, R) in [-1, 1]
+    return xs, torch.tensor(labels, dtype=torch.long) if spec.labelled else None
 
 
 class ShardSource:
@@ -543,6 +555,14 @@ class ShardSource:
         self._it = None
         self._skipped = 0  # since the last metrics() call
         self._seen_total = self._skipped_total = 0
+
+    def preview(self, count: int) -> Batch:
+        """The first `count` samples of the shards (in shard and file order, centre crop, no
+        augmentation), without moving the stream: the fixed inputs of a translation game's sample
+        grid. On the CPU, as TensorSource.preview."""
+        spec = Decode(self.spec.image_fields, self.spec.labelled, self.spec.channels, self.spec.resolution)
+        (x, *rest), y = read_in_order(self.shards, spec, 0, count, "the sample grid's inputs")
+        return Batch(x=x, y=y, x_b=rest[0] if rest else None)
 
     # ------------------------------------------------------------------ iteration
 
