@@ -39,7 +39,15 @@ class CoGANConfig(GameConfig):
             if getattr(cfg.model, key).arch != "dcgan":
                 raise ConfigError(f"game.name=cogan couples DCGAN-shaped nets: model.{key}.arch must be dcgan, "
                                   f"not {getattr(cfg.model, key).arch}")
-        if cfg.data.pairing != "unpaired":
+        if cfg.data.name == "shards":  # paired or not as packed: the manifest says which
+            from distgan.data.manifest import resolve_shards
+
+            kind = resolve_shards(cfg.data.shards).manifest.kind
+            if kind != "unpaired":
+                raise ConfigError(f"game.name=cogan learns the joint distribution from the marginals alone: "
+                                  f"data.shards={cfg.data.shards!r} are {kind}; pack A/ and B/ with "
+                                  f"`distgan data pack ... --layout unpaired`")
+        elif cfg.data.pairing != "unpaired":
             raise ConfigError("game.name=cogan learns the joint distribution from the marginals alone: "
                               "data.pairing must be unpaired")
 

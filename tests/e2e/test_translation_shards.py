@@ -1,5 +1,5 @@
 """Translation games on real-data shards: paired and unpaired A/ B/ folders packed by `distgan data pack`
-train pix2pix and CycleGAN through the CLI (the sample grid's fixed inputs come from the shards'
+train pix2pix, CycleGAN and CoGAN, and a plain image folder the context encoder, through the CLI (the sample grid's fixed inputs come from the shards'
 first samples), and `distgan translate` applies the trained generator."""
 
 import numpy as np
@@ -34,6 +34,7 @@ def shards(tmp_path_factory):
     for layout in ("paired", "unpaired"):
         assert cli("data", "pack", root / "src", root / layout, "--layout", layout, "--shard-size", "8",
                    "--quiet") == 0
+    assert cli("data", "pack", root / "src" / "A", root / "images", "--shard-size", "8", "--quiet") == 0
     return root
 
 
@@ -49,7 +50,8 @@ def test_preview_reads_the_first_pairs_in_order_without_moving_the_stream(shards
 
 
 @pytest.mark.parametrize("config, layout, depth", [("pix2pix_digits_edges", "paired", 3),
-                                                   ("cyclegan_digits_negative", "unpaired", 1)])
+                                                   ("cyclegan_digits_negative", "unpaired", 1),
+                                                   ("context_encoder_digits", "images", 3)])
 def test_translation_game_trains_on_shards_and_translates(shards, tmp_path, config, layout, depth):
     run = tmp_path / "run"
     # A built-in domain config pointed at shards: the split and pairing of the built-in data back to
@@ -62,3 +64,12 @@ def test_translation_game_trains_on_shards_and_translates(shards, tmp_path, conf
     assert "translated 24 images" in proc.stdout
     with Image.open(out / "d000.png") as im:
         assert im.size == (8, 8) and im.mode == "L"
+
+
+def test_cogan_trains_on_unpaired_shards_and_refuses_others(shards, tmp_path):
+    common = ["configs/cogan_digits_negative.yaml", "data.name=shards", "data.split=all", "data.pairing=paired",
+              *TINY]
+    run_cli("train", *common, f"data.shards={shards / 'unpaired'}", f"run.dir={tmp_path / 'run'}")
+    assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
+    proc = run_cli("train", *common, f"data.shards={shards / 'paired'}", f"run.dir={tmp_path / 'no'}", check=False)
+    assert proc.returncode != 0 and "are paired" in proc.stderr and "--layout unpaired" in proc.stderr
