@@ -116,6 +116,12 @@ def _build_optimizer(params, ocfg, device: torch.device) -> torch.optim.Optimize
     return torch.optim.SGD(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay, fused=fused or None)
 
 
+def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer takes a non-finite step's skip flag as a device tensor (found_inf, as
+    GradScaler hands it): the fused Adam and SGD."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
@@ -311,8 +317,7 @@ class Trainer:
         # fused optimizers (the default on CUDA) nothing else needs it on the host, and reading it is a
         # sync, so it is read every log.every steps and before checkpoints; otherwise at once.
         self._unread_skips: list[tuple[int, torch.Tensor]] = []
-        self._read_skips_every = (cfg.log.every if all(o.defaults.get("fused") for o in self.optimizers.values())
-                                  else 1)
+        self._read_skips_every = cfg.log.every if all(map(_skips_on_device, self.optimizers.values())) else 1
         self.wandb_id = ""  # from the checkpoint when resuming, else fixed in the run dir below
         self.stats = Stats()
         self._stop_signal: Optional[int] = None
@@ -571,7 +576,7 @@ class Trainer:
         A fused optimizer (Adam and SGD on CUDA) reads the flag as its found_inf on the device and
         leaves weights, moments and step count as they were: no host sync. Others need the flag on
         the host: free on CPU, a sync on a GPU (e.g. RMSprop)."""
-        if all(getattr(o, "_step_supports_amp_scaling", False) and o.defaults.get("fused") for o in optimizers):
+        if all(map(_skips_on_device, optimizers)):
             for optimizer in optimizers:
                 optimizer.found_inf, optimizer.grad_scale = skip, None  # what GradScaler hands a fused step
                 try:
