@@ -23,6 +23,7 @@ from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
 from distgan.models.conditional import build_conditional_discriminator, build_conditional_generator
+from distgan.nn.dropout import dropout_masks
 
 
 @dataclass
@@ -117,9 +118,10 @@ class ConditionalGame(Game):
         z, y_fake = self._latent(ctx)
         with torch.no_grad():
             fake = G(z, y_fake)  # (B, *sample)
-        real_out = D(self.d_view(batch.x, ctx), batch.y, outputs=self._outputs())
-        self.observe_real(real_out["logits"], ctx)
-        fake_out = D(self.d_view(fake, ctx), y_fake, outputs=self._outputs())
+        with dropout_masks(ctx.rand, D):  # D's dropout (the Keras D), seeded by the step
+            real_out = D(self.d_view(batch.x, ctx), batch.y, outputs=self._outputs())
+            self.observe_real(real_out["logits"], ctx)
+            fake_out = D(self.d_view(fake, ctx), y_fake, outputs=self._outputs())
         terms = self.loss.discriminator(real_out["logits"], fake_out["logits"])
         if self.aux:
             w = self.cfg.aux_weight
@@ -132,7 +134,9 @@ class ConditionalGame(Game):
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         draws = [self._latent(ctx) for _ in range(self.cfg.g_batches)]
         z, y = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])  # (g_batches * B, ...)
-        out = self.nets["D"](self.d_view(self.nets["G"](z, y), ctx), y, outputs=self._outputs())
+        fake = self.nets["G"](z, y)
+        with dropout_masks(ctx.rand, self.nets["D"]):
+            out = self.nets["D"](self.d_view(fake, ctx), y, outputs=self._outputs())
         terms = {"adv": self.loss.generator(out["logits"])}
         if self.aux:
             terms["aux"] = self.cfg.aux_weight * losses.aux_cross_entropy(out["class_logits"], y)

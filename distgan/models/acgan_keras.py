@@ -4,7 +4,7 @@ G: z -> Dense 1024 -> Dense 128 x R/4 x R/4 -> upsample -> conv 5x5 256 -> upsam
 -> conv 2x2 C + tanh, ReLU between (R = data.resolution, 28 for MNIST: 7x7 at the start). The class
 enters by multiplying z element-wise with a learned class embedding (distgan.models.conditional,
 join "mul"). D: conv 3x3 32 stride 2 -> 64 -> 128 stride 2 -> 256, each with LeakyReLU(0.3, Keras'
-default) and dropout 0.3, flattened into the real/fake logit; the class head on the same features is
+default) and dropout 0.3 (masks from the step's seeded stream: distgan.nn.dropout), flattened into the real/fake logit; the class head on the same features is
 added by the conditional wrapper (model.d.conditioning=aux). Glorot-normal convolutions as in Keras;
 `width` and `depth` are not used (the example's sizes are fixed).
 """
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.models.outputs import named_outputs
+from distgan.nn.dropout import StepDropout
 
 
 def _glorot(module: nn.Module) -> None:
@@ -50,7 +51,7 @@ class KerasACGANDiscriminator(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for cin, cout, stride in ((in_channels, 32, 2), (32, 64, 1), (64, 128, 2), (128, 256, 1)):
-            layers += [nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.3), nn.Dropout(0.3)]
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.3), StepDropout(0.3)]
         half = -(-resolution // 2)  # ceil: a stride-2 convolution with padding 1
         side = -(-half // 2)
         layers += [nn.Flatten(), nn.Linear(256 * side * side, 1)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
+import torch
 from torch import Tensor, nn
 
 Draw = Callable[..., Tensor]  # draw(C, H, W) -> (B, C, H, W) uniform in [0, 1)
@@ -36,9 +37,12 @@ class StepDropout(nn.Dropout):
         if self.draw is None or self.p == 0:
             return x
         u = self.draw(*x.shape[1:])  # (B, C, H, W) for x (B, C, H, W)
-        if u.shape[0] != x.shape[0]:
+        if x.shape[0] % u.shape[0]:
             raise RuntimeError(f"dropout masks drawn for {u.shape[0]} samples, but the net ran on {x.shape[0]}: "
-                               f"a net with StepDropout runs on one micro-batch per call inside dropout_masks")
+                               f"a net with StepDropout runs on whole micro-batches inside dropout_masks")
+        # A call on k batches joined in draw order (AC-GAN's G step on g_batches noise draws): k draws, in
+        # the same order, so each sample keeps the masks it has at any world size.
+        u = torch.cat([u] + [self.draw(*x.shape[1:]) for _ in range(x.shape[0] // u.shape[0] - 1)])
         keep = (u >= self.p).to(x.dtype)
         return x * keep * (1.0 / (1.0 - self.p))
 

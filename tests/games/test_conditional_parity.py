@@ -12,6 +12,10 @@ _BN_FREE = [*TINY_DCGAN, "model.g.norm=none", "model.d.norm=none"]
 CASES = {
     # G's step on two noise batches, as the Keras example's reference config does.
     "acgan": ["configs/acgan_digits.yaml", *_BN_FREE, "game.g_batches=2"],
+    # The Keras example's nets: D's dropout draws its masks from the step's stream (StepDropout), and G's
+    # step runs D on two noise batches joined, which takes two mask draws.
+    "acgan_keras": ["configs/acgan_digits.yaml", *TINY_DCGAN, "model.g.arch=acgan_keras", "model.d.arch=acgan_keras",
+                    "game.noise=uniform", "game.g_batches=2", "game.aux_fake_weight=1"],
     "infogan": ["configs/infogan_digits.yaml", *_BN_FREE, "game.variance=learned"],
     # The projection discriminator (the conditioning BigGAN reuses).
     "cgan_projection": ["configs/cgan_digits.yaml", *_BN_FREE, "model.d.conditioning=projection"],

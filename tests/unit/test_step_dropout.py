@@ -68,10 +68,24 @@ def test_inside_dropout_masks_the_draw_decides_not_the_mode():
     assert not torch.equal(dropped_in_eval, g(x))
 
 
-def test_a_batch_other_than_the_draws_is_refused():
+def test_a_batch_other_than_whole_draws_is_refused():
     g = _unet()
     with dropout_masks(_ctx(total=4, local=4).rand, g), pytest.raises(RuntimeError, match="drawn for 4 samples"):
-        g(torch.randn(8, 1, 16, 16))
+        g(torch.randn(6, 1, 16, 16))
+
+
+def test_joined_batches_take_one_draw_each_and_keep_their_masks_whatever_the_world_size():
+    """AC-GAN's G step runs D on g_batches noise batches joined: batch k's masks are draw k's."""
+    d, x = StepDropout(0.5), torch.ones(8, 3, 2, 2)  # two global batches of 4, joined
+    with dropout_masks(_ctx().rand, d):
+        alone = d(x)
+    ranks = []
+    for rank in (0, 1):  # each rank joins its halves of the two batches
+        with dropout_masks(_ctx(offset=2 * rank, local=2).rand, d):
+            ranks.append(d(torch.ones(4, 3, 2, 2)))
+    by_batch = [torch.cat([r[2 * k : 2 * k + 2] for r in ranks]) for k in (0, 1)]  # rank order within a batch
+    assert torch.equal(torch.cat(by_batch), alone)
+    assert not torch.equal(alone[:4], alone[4:])  # two draws, not one repeated
 
 
 def test_pix2pix_samples_without_dropout_unless_asked():
