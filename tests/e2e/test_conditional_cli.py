@@ -22,8 +22,9 @@ def test_each_conditional_digits_config_trains_and_samples(tmp_path, config):
     grid = np.asarray(Image.open(next((run / "samples").glob("*.png"))))
     if config == "infogan_digits":
         assert {"loss/D/info_cat", "loss/G/info_cont"} <= set(lines[0])
-        # A sheet per continuous code: 2 x 10 rows (categorical value) of 10 columns (the code swept).
-        assert grid.shape[:2] == (20 * 12, 10 * 12)
+        # A sheet per continuous code (the config has one): 10 rows (categorical value) of 10 columns (the
+        # code swept); tests/unit/test_conditional.py stacks two.
+        assert grid.shape[:2] == (10 * 12, 10 * 12)
         run_cli("sample", str(run), "--num", "5", "--code", "cat=3", "--code", "cont0=1.5", "--out", str(tmp_path / "c.npy"))
         assert np.load(tmp_path / "c.npy").shape == (5, 1, 8, 8)
         bad = run_cli("sample", str(run), "--label", "1", "--out", str(tmp_path / "no.npy"), check=False)

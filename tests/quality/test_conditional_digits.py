@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.quality.digit_judge import matched_purity, per_class_accuracy
 
-# Half of cgan_digits' 3000 steps, three quarters of acgan_digits' 2000, 3/8 of infogan_digits' 4000 (whose
-# purity at 1500 steps was 0.60, seed 0). At 1000 steps the digit 1 was still rare in CGAN (2% of the 1s asked
+# Half of cgan_digits' 3000 steps, three quarters of acgan_digits' 2000, a quarter of infogan_digits' 6000 (whose
+# purity at 1000 steps was 0.53 / 0.70 / 0.71 / 0.78 on seeds 0-3, at 2000 steps 0.74 / 0.72 / 0.79 / 0.83). At 1000 steps the digit 1 was still rare in CGAN (2% of the 1s asked
 # for, seeds 0 and 1): the bars leave room for a slow class, not a missing one.
 SHORT_STEPS = {"cgan": 1500, "acgan": 1500, "infogan": 1500}
 PER_CLASS = 200
@@ -66,7 +66,7 @@ def test_short_conditional_run_generates_the_requested_digit(tmp_path, game):
 @pytest.mark.slow
 def test_short_infogan_run_separates_digits_by_its_categorical_code(tmp_path):
     purity, matching = code_purity(_train("infogan", tmp_path), tmp_path)
-    assert purity >= 0.40, f"purity {purity:.3f} (matching {matching})"
+    assert purity >= 0.50, f"purity {purity:.3f} (matching {matching})"
 
 
 if __name__ == "__main__":  # python -m tests.quality.test_conditional_digits RUN_OR_CHECKPOINT_DIR ...
