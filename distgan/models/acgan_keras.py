@@ -5,8 +5,9 @@ G: z -> Dense 1024 -> Dense 128 x R/4 x R/4 -> upsample -> conv 5x5 256 -> upsam
 enters by multiplying z element-wise with a learned class embedding (distgan.models.conditional,
 join "mul"). D: conv 3x3 32 stride 2 -> 64 -> 128 stride 2 -> 256, each with LeakyReLU(0.3, Keras'
 default) and dropout 0.3 (its masks from the step's seeded stream: distgan.nn.dropout), flattened into
-the real/fake logit; the class head on the same features is added by the conditional wrapper (model.d.conditioning=aux). Glorot-normal convolutions as in Keras;
-`width` and `depth` are not used (the example's sizes are fixed).
+the real/fake logit; the class head on the same features is added by the conditional wrapper
+(model.d.conditioning=aux). Glorot-normal convolutions as in Keras; `width` and `depth` are not used
+(the example's sizes are fixed).
 """
 
 from __future__ import annotations
