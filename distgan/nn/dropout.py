@@ -42,7 +42,9 @@ class StepDropout(nn.Dropout):
                                f"a net with StepDropout runs on whole micro-batches inside dropout_masks")
         # A call on k batches joined in draw order (AC-GAN's G step on g_batches noise draws): k draws, in
         # the same order, so each sample keeps the masks it has at any world size.
-        u = torch.cat([u] + [self.draw(*x.shape[1:]) for _ in range(x.shape[0] // u.shape[0] - 1)])
+        joined = x.shape[0] // u.shape[0]
+        if joined > 1:
+            u = torch.cat([u] + [self.draw(*x.shape[1:]) for _ in range(joined - 1)])
         keep = (u >= self.p).to(x.dtype)
         return x * keep * (1.0 / (1.0 - self.p))
 

@@ -1,6 +1,7 @@
 """Translation games on real-data shards: paired and unpaired A/ B/ folders packed by `distgan data pack`
-train pix2pix, CycleGAN and CoGAN, and a plain image folder the context encoder, through the CLI (the sample grid's fixed inputs come from the shards'
-first samples), and `distgan translate` applies the trained generator."""
+train pix2pix, CycleGAN and CoGAN, and a plain image folder the context encoder, through the CLI (the
+sample grid's fixed inputs come from the shards' first samples), and `distgan translate` applies the
+trained generator."""
 
 import numpy as np
 import pytest

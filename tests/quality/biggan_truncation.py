@@ -50,7 +50,8 @@ def main() -> None:
         for t in args.thresholds:
             acc, per = agreement(run, t, tmp, *flags)
             m = scores(run, t, args.num, tmp, *flags)
-            print(f"{run}{' (trained G)' if flags else ''} truncation {t}: class agreement {acc:.4f} (min class {per.min():.3f}), "
+            which = " (trained G)" if flags else ""
+            print(f"{run}{which} truncation {t}: class agreement {acc:.4f} (min class {per.min():.3f}), "
                   f"FID {m['fid']:.2f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
                   f"per class {np.round(per, 3).tolist()}", flush=True)
 
