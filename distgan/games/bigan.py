@@ -9,6 +9,12 @@ for x, an MLP for z, a joint MLP: distgan.models.joint) is the discriminator pla
 The generator player's loss is the non-saturating one with the labels swapped: G wants its pairs
 judged real, E wants the data pairs judged fake (the BiGAN paper's "inverted" objective, which
 has the same fixed point as the minimax game and stronger gradients early on).
+
+ALI's two changes, both options: a stochastic encoder (`game.stochastic_encoder`: E outputs a mean
+and a log-variance and the pair's code is a draw mu + sigma * eps, the reparameterisation trick;
+`distgan encode` writes the mean) and dropout on every layer of D (`game.d_dropout`, masks drawn from
+the step's seeded stream). On the digits they are what makes E invert G (docs/benchmarks.md):
+without them E(x) drifts off the prior where G's output barely varies.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
 from distgan.models import build_net
 from distgan.models.joint import build_joint_discriminator
+from distgan.nn.dropout import dropout_masks
+
+LOGVAR_RANGE = (-12.0, 4.0)  # the stochastic encoder's log-variance, clamped: sigma in [0.0025, 7.4]
 
 
 @dataclass
@@ -31,10 +40,16 @@ class BiGANConfig(GameConfig):
     """`game:` keys of `name: bigan`."""
 
     name: str = "bigan"
+    # ALI's encoder: E(x) is a mean and a log-variance, and D sees a draw from that Gaussian.
+    stochastic_encoder: bool = False
+    # ALI's D: dropout of this probability after every activation of D (x-branch, z-branch, joint).
+    d_dropout: float = 0.0
 
     has_encoder: ClassVar[bool] = True
 
     def validate(self, cfg) -> None:
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise ConfigError(f"game.d_dropout must be in [0, 1), got {self.d_dropout}")
         if cfg.model.d.conditioning:
             raise ConfigError(f"model.d.conditioning: game.name={self.name} is unconditional (D judges (x, z) pairs)")
 
@@ -48,10 +63,12 @@ class BiGANGame(Game):
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
         self.z_dim = cfg.model.z_dim
+        self.stochastic = cfg.game.stochastic_encoder
         self.nets = {
             "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
-            "E": build_net("encoder", "model.e", cfg.model.e, cfg.model, info, out_dim=self.z_dim),
-            "D": build_joint_discriminator("model.d", cfg.model.d, cfg.model, info),
+            "E": build_net("encoder", "model.e", cfg.model.e, cfg.model, info,
+                           out_dim=2 * self.z_dim if self.stochastic else self.z_dim),
+            "D": build_joint_discriminator("model.d", cfg.model.d, cfg.model, info, dropout=cfg.game.d_dropout),
         }
         self.players = {GENERATOR: ("G", "E"), DISCRIMINATOR: ("D",)}
 
@@ -59,11 +76,23 @@ class BiGANGame(Game):
         # uses_data: both phases see real data (E encodes it in the generator player's phase too).
         return [Phase("D", DISCRIMINATOR, self.d_loss), Phase("G", GENERATOR, self.g_loss)]
 
+    def _code(self, E: nn.Module, x: Tensor, ctx: Optional[StepContext]) -> Tensor:
+        """E's code of x, (B, z_dim): the stochastic encoder's draw (its mean without `ctx`)."""
+        h = E(x)
+        if not self.stochastic:
+            return h
+        mu, logvar = h.chunk(2, dim=1)
+        if ctx is None:
+            return mu
+        return mu + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * ctx.randn(self.z_dim)
+
     def _pairs(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """D's logits of the data pairs (x, E(x)) and of the prior pairs (G(z), z), each (B,)."""
         n = self.nets
         z = ctx.randn(self.z_dim)
-        return n["D"](batch.x, n["E"](batch.x)), n["D"](n["G"](z), z)
+        code = self._code(n["E"], batch.x, ctx)
+        with dropout_masks(ctx.rand, n["D"]):  # D's dropout (ALI), seeded by the step
+            return n["D"](batch.x, code), n["D"](n["G"](z), z)
 
     def d_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         # E and G are frozen in this phase (the trainer), so their outputs carry no graph to train.
@@ -76,7 +105,7 @@ class BiGANGame(Game):
         return {"G": losses.g_nonsaturating(fake), "E": losses.g_nonsaturating(-real)}
 
     def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
-        return nets["E"](x)  # (B, z_dim)
+        return self._code(nets["E"], x, None)  # (B, z_dim); the mean of a stochastic encoder
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

@@ -9,7 +9,11 @@ from tests.helpers import TINY_DCGAN
 
 _BN_FREE = [*TINY_DCGAN, "model.e.width=8", "model.g.norm=none", "model.d.norm=none", "model.e.norm=none"]
 CASES = {
+    # MLP nets, ALI's stochastic encoder (its noise from the step's draw) and D's dropout (StepDropout).
     "bigan": ["configs/bigan_digits.yaml", *_BN_FREE],
+    # The deterministic encoder and the convolutional joint D.
+    "bigan_dcgan": ["configs/bigan_digits.yaml", *_BN_FREE, "model.g.arch=dcgan", "model.e.arch=dcgan",
+                    "model.d.arch=dcgan", "game.stochastic_encoder=false", "game.d_dropout=0"],
     # Three optimizer groups; the decoder's and D's phases reuse the encoder phase's batch and draw.
     "vaegan": ["configs/vaegan_digits.yaml", *_BN_FREE],
 }
@@ -19,7 +23,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_encoder_game_two_processes_equal_one_and_resume_bitwise(tmp_path, name):
     state = _check_parity_and_resume(tmp_path, CASES[name])
-    if name == "bigan":  # E and G are stepped by one optimizer, once per step
+    if name.startswith("bigan"):  # E and G are stepped by one optimizer, once per step
         assert set(state["optimizers"]) == {"g", "d"}
         assert state["optimizers"]["g"]["state"][0]["step"].item() == STEPS
     else:

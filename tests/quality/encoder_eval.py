@@ -8,7 +8,7 @@ never seen in training with data.split=train):
 - sharpness: the mean absolute difference of neighbouring pixels of the reconstructions (the mean
   image-gradient magnitude), against the same of the real test digits.
 
-`python -m tests.quality.encoder_eval RUN [RUN ...]` prints them (docs/benchmarks.md).
+`python -m tests.quality.encoder_eval [--random-inits K] RUN [RUN ...]` prints them (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -54,22 +54,30 @@ def _probe(game, nets, resolution: int) -> float:
     return float(clf.score((z_test - mean) / std, y_test.numpy()))
 
 
-def linear_probe(run: Path, seed: int = 0) -> tuple[float, float]:
-    """Test accuracy of a linear classifier on E(x): (trained encoder, randomly initialised encoder)."""
+def linear_probe(run: Path, seeds: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Test accuracy of a linear classifier on E(x): (trained encoder, randomly initialised encoder,
+    the mean over initialisations with `seeds`)."""
     game, nets, cfg = load_generator(run)
-    torch.manual_seed(seed)
-    fresh = build_game(cfg, game.info)
-    return _probe(game, nets, cfg.data.resolution), _probe(fresh, fresh.nets, cfg.data.resolution)
+    random = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        fresh = build_game(cfg, game.info)
+        random.append(_probe(fresh, fresh.nets, cfg.data.resolution))
+    return _probe(game, nets, cfg.data.resolution), float(np.mean(random))
 
 
-def report(run: Path) -> dict[str, float]:
+def report(run: Path, random_inits: int = 1) -> dict[str, float]:
     x, y, rec = reconstructions(run)
-    trained, random = linear_probe(run)
+    trained, random = linear_probe(run, tuple(range(random_inits)))
     return {"recon_acc": float((classify(rec) == y).mean()), "sharpness": sharpness(rec), "real_sharpness": sharpness(x),
             "probe_trained": trained, "probe_random": random}
 
 
-if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        values = report(Path(arg))
+if __name__ == "__main__":  # python -m tests.quality.encoder_eval [--random-inits K] RUN [RUN ...]
+    args = sys.argv[1:]
+    inits = 1
+    if args[:1] == ["--random-inits"]:
+        inits, args = int(args[1]), args[2:]
+    for arg in args:
+        values = report(Path(arg), inits)
         print(arg, " ".join(f"{k}={v:.4f}" for k, v in values.items()), flush=True)

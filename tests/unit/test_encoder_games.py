@@ -13,6 +13,7 @@ from distgan.errors import ConfigError
 from distgan.games import StepContext, build_game
 from distgan.games.vaegan import kl_to_prior, squared_error
 from distgan.models import build_net
+from distgan.nn.dropout import StepDropout, dropout_masks
 from distgan.train.trainer import plan_phases
 
 INFO = DataInfo(kind="images", shape=(1, 8, 8), num_classes=10)
@@ -88,6 +89,53 @@ def _grads_of(game, phase_name, term, batch=None, memo=None):
 ])
 def test_bigan_terms_reach_the_right_nets(phase, term, reached):
     assert _grads_of(_game("bigan"), phase, term) == reached
+
+
+ALI = ["game.stochastic_encoder=true", "game.d_dropout=0.2"]
+
+
+def test_bigan_stochastic_encoder_pairs_data_with_a_draw_around_its_mean():
+    game = _game("bigan", *ALI)
+    x = _batch().x
+    mu, logvar = game.nets["E"](x).chunk(2, dim=1)
+    assert game.nets["E"](x).shape == (6, 12)  # a mean and a log-variance per code dimension
+    assert torch.equal(game.encode(game.nets, x), mu)  # `distgan encode` writes the mean
+    seen = []
+    game.nets["D"].register_forward_hook(lambda m, args, out: seen.append(args[1].detach()))
+    game.d_loss(_batch(), _ctx())
+    ctx = _ctx()
+    ctx.randn(6)  # the prior's draw comes first, then the encoder's noise
+    expected = mu + (0.5 * logvar).exp() * ctx.randn(6)
+    assert torch.allclose(seen[0], expected.detach()) and not torch.allclose(seen[0], mu)
+
+
+def test_bigan_d_dropout_follows_every_activation_and_draws_from_the_step():
+    game = _game("bigan", *ALI, "model.d.arch=mlp", "model.d.depth=2")
+    D = game.nets["D"]
+    modules = [m for part in (D.x_branch, D.z_branch, D.joint) for m in part.modules()
+               if not isinstance(m, torch.nn.Sequential)]
+    after = [type(b) for a, b in zip(modules, modules[1:]) if isinstance(a, torch.nn.LeakyReLU)]
+    assert len(after) == 6 and set(after) == {StepDropout}  # x-branch 2, z-branch 2, joint 2 (the join, its layer)
+    assert all(m.p == 0.2 for m in D.modules() if isinstance(m, StepDropout))
+    x, z = _batch().x, torch.randn(6, 6)
+    D.eval()
+    assert torch.equal(D(x, z), D(x, z))  # outside a step: plain dropout, off in eval mode
+    with dropout_masks(None, D):
+        off = D(x, z)
+    D.train()
+    # In a phase the masks come from the step's stream: the same step draws the same, another step others.
+    next_step = StepContext((1, 3), total=6, offset=0, local_batch=6, device=torch.device("cpu"))
+    real_terms = [game.d_loss(_batch(), ctx)["real"].item() for ctx in (_ctx(), _ctx(), next_step)]
+    assert real_terms[0] == real_terms[1] != real_terms[2]
+    with dropout_masks(None, D):
+        assert torch.equal(D(x, z), off)
+
+
+@pytest.mark.parametrize("phase, term, reached", [
+    ("D", "real", {"D"}), ("D", "fake", {"D"}), ("G", "G", {"G"}), ("G", "E", {"E"}),
+])
+def test_ali_options_keep_the_terms_on_the_right_nets(phase, term, reached):
+    assert _grads_of(_game("bigan", *ALI), phase, term) == reached
 
 
 # ----------------------------------------------------------------------------- VAE-GAN
@@ -168,6 +216,7 @@ def test_encoders_map_data_to_codes(arch):
 @pytest.mark.parametrize("overrides, key", [
     (["model.e.width=8"], "model.e.width"),  # the gan game has no encoder
     (["game.name=bigan", "model.e.packing=2"], "model.e.packing"),
+    (["game.name=bigan", "game.d_dropout=1"], "game.d_dropout"),
     (["game.name=vaegan", "game.gamma=-1"], "game.gamma"),
     (["game.name=vaegan", "game.reconstruction=ssim"], "game.reconstruction"),
 ])
