@@ -13,8 +13,8 @@ has the same fixed point as the minimax game and stronger gradients early on).
 ALI's two changes, both options: a stochastic encoder (`game.stochastic_encoder`: E outputs a mean
 and a log-variance and the pair's code is a draw mu + sigma * eps, the reparameterisation trick;
 `distgan encode` writes the mean) and dropout on every layer of D (`game.d_dropout`, masks drawn from
-the step's seeded stream). On the digits they are what makes E invert G (docs/benchmarks.md):
-without them E(x) drifts off the prior where G's output barely varies.
+the step's seeded stream). On the digits they add 10-13 points of reconstructions that keep the
+digit (docs/benchmarks.md).
 """
 
 from __future__ import annotations
