@@ -24,14 +24,10 @@ from distgan.models.outputs import named_outputs
 from distgan.nn.dropout import StepDropout
 
 
-def _activation(dropout: float) -> list[nn.Module]:
-    return [nn.LeakyReLU(0.2)] + ([StepDropout(dropout)] if dropout > 0 else [])
-
-
-def _mlp(in_dim: int, width: int, layers: int, dropout: float) -> list[nn.Module]:
+def _mlp(in_dim: int, width: int, layers: int) -> list[nn.Module]:
     out: list[nn.Module] = []
     for i in range(layers):
-        out += [nn.Linear(in_dim if i == 0 else width, width), *_activation(dropout)]
+        out += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(0.2)]
     return out
 
 
@@ -47,13 +43,12 @@ def _add_dropout(net: nn.Module, p: float) -> None:
 class JointDiscriminator(nn.Module):
     def __init__(self, x_branch: nn.Module, z_dim: int, width: int, dropout: float = 0.0):
         super().__init__()
-        if dropout > 0:
-            _add_dropout(x_branch, dropout)
         self.x_branch = x_branch  # (B, *x) -> (B, width)
-        self.z_branch = nn.Sequential(*_mlp(z_dim, width, 2, dropout))  # (B, z_dim) -> (B, width)
+        self.z_branch = nn.Sequential(*_mlp(z_dim, width, 2))  # (B, z_dim) -> (B, width)
         # The last layer maps the joint features to the logit (named_outputs' `features` is its input).
-        self.joint = nn.Sequential(*_activation(dropout), *_mlp(2 * width, 2 * width, 1, dropout),
-                                   nn.Linear(2 * width, 1))
+        self.joint = nn.Sequential(nn.LeakyReLU(0.2), *_mlp(2 * width, 2 * width, 1), nn.Linear(2 * width, 1))
+        if dropout > 0:
+            _add_dropout(self, dropout)
 
     def forward(self, x: Tensor, z: Tensor, outputs: Optional[tuple[str, ...]] = None):
         """(B,) logits for the pairs (x[i], z[i]); with `outputs`, a dict of the named ones
