@@ -31,6 +31,7 @@ from distgan.games.base import (
 )
 from distgan.models import build_net
 from distgan.models.packing import pack
+from distgan.nn.dropout import dropout_masks
 
 
 @dataclass
@@ -107,8 +108,11 @@ class AdversarialGame(Game):
 
     def _judge(self, D: nn.Module, x: Tensor, ctx: StepContext) -> Tensor:
         """D's logits, one per pack of `packing` consecutive samples of x (B, ...) -> (B / packing,),
-        each sample augmented (augment:) before packing."""
-        return D(pack(self.d_view(x, ctx), self.packing))
+        each sample augmented (augment:) before packing. A D with dropout (model.d.arch=acgan_keras)
+        takes its masks from the step's seeded stream, as in the conditional games: the same on any
+        world size and after a resume. Without StepDropout in D this draws nothing."""
+        with dropout_masks(ctx.rand, D):
+            return D(pack(self.d_view(x, ctx), self.packing))
 
     def d_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]

@@ -105,3 +105,20 @@ def test_pix2pix_samples_without_dropout_unless_asked():
     assert torch.equal(first, again)  # masks from the sampling seed
     assert not torch.equal(first, plain)
     assert not torch.equal(first, noisy.sample(noisy.nets, _ctx(step=1), inputs).x)
+
+
+def test_unconditional_d_with_dropout_draws_its_masks_from_the_step():
+    """`gan` with the Keras AC-GAN D (dropout after every conv): the masks come from the step's stream, so
+    the same step scores the same and 2 processes see the masks of 1; another step draws others."""
+    cfg = load_config("configs/dcgan_digits.yaml", ["data.resolution=16", "model.g.width=8", "model.d.arch=acgan_keras",
+                                                    "model.d.width=8", "train.batch_size=4"])
+    src = build_source(cfg, global_batch=4, rank=0, world_size=1)
+    torch.manual_seed(0)
+    game, batch = build_game(cfg, src.info), src.next_batch()
+    assert any(isinstance(m, StepDropout) for m in game.nets["D"].modules())
+    terms = [game.d_loss(batch, ctx)["real"].item() for ctx in (_ctx(), _ctx(), _ctx(step=1))]
+    assert terms[0] == terms[1] != terms[2]
+    D, x = game.nets["D"], batch.x
+    alone = game._judge(D, x, _ctx())
+    ranks = [game._judge(D, x[2 * r : 2 * r + 2], _ctx(offset=2 * r, local=2)) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat(ranks), alone, rtol=1e-6, atol=1e-6)
