@@ -58,7 +58,8 @@ def test_the_judge_reads_real_digits_and_not_noise():
     assert acc < 0.3
 
 
-@pytest.mark.parametrize("game", ["cgan", pytest.param("acgan", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("game", ["cgan", "acgan"])
 def test_short_conditional_run_generates_the_requested_digit(tmp_path, game):
     acc, per = class_accuracy(_train(game, tmp_path), tmp_path)
     assert acc >= 0.85 and per.min() >= 0.40, f"{game}: accuracy {acc:.3f}, per class {np.round(per, 3).tolist()}"

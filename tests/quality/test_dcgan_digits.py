@@ -10,6 +10,7 @@ tests.quality.test_dcgan_digits SAMPLES.npy`.
 """
 
 import numpy as np
+import pytest
 import torch
 
 from tests.helpers import run_cli
@@ -62,6 +63,7 @@ def test_the_judge_reads_degraded_real_digits_evenly():
         assert 0.085 <= hist.min() and hist.max() <= 0.115 and confidence > 0.95, (name, hist.round(3), confidence)
 
 
+@pytest.mark.slow  # the suite's longest test (~7 min): started first (tests/conftest.py)
 def test_short_dcgan_run_generates_every_digit(tmp_path):
     run = tmp_path / "dcgan"
     run_cli("train", "configs/dcgan_digits.yaml", f"train.steps={SHORT_STEPS}", "ckpt.every=0",

@@ -27,6 +27,7 @@ SHORT_RUNS = {"ring": (4000, 7, 0.85), "grid": (6000, 22, 0.80)}
 pytestmark = pytest.mark.timeout(400)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", sorted(SHORT_RUNS))
 def test_short_run_captures_modes_with_high_quality_samples(data, tmp_path):
     steps, min_modes, min_high_quality = SHORT_RUNS[data]
