@@ -14,31 +14,27 @@ import sys
 import numpy as np
 import torch
 
-
-def kl_to_uniform(hist: np.ndarray) -> float:
-    """KL(p || uniform) of a histogram over len(hist) categories (empty ones count)."""
-    p = hist / hist.sum()
-    nonzero = p[p > 0]
-    return float(np.sum(nonzero * np.log(nonzero * len(p))))
+from distgan.data.builtin import stacked_label
+from distgan.metrics.modes import class_mode_metrics
 
 
-def channel_digits(images: np.ndarray) -> np.ndarray:
+def channel_digits(images: np.ndarray) -> torch.Tensor:
     """(N, 3, R, R) stacked digits in [-1, 1] -> (N, 3) the digit of each channel."""
     from distgan.metrics.classifier import load_classifier
 
     net = load_classifier().eval()
     x = torch.from_numpy(np.asarray(images, dtype=np.float32))
     with torch.no_grad():
-        return torch.stack([net(x[:, c:c + 1])[1].argmax(1) for c in range(x.shape[1])], 1).numpy()
+        return torch.stack([net(x[:, c:c + 1])[1].argmax(1) for c in range(x.shape[1])], 1)
 
 
 def decompose(images: np.ndarray) -> dict:
     digits = channel_digits(images)
-    triples = np.bincount(digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2], minlength=1000)
-    channels = [np.bincount(digits[:, c], minlength=10) for c in range(3)]
-    total, own = kl_to_uniform(triples), [kl_to_uniform(h) for h in channels]
-    return {"modes": int((triples > 0).sum()), "kl": total, "channel_kl": own, "rest": total - sum(own),
-            "rarest": [float(h.min() / h.sum()) for h in channels]}
+    total = class_mode_metrics(stacked_label(digits), 1000)  # what `distgan eval --metrics modes` computes
+    own = [class_mode_metrics(digits[:, c], 10)["reverse_kl"] for c in range(3)]
+    rarest = [float(torch.bincount(digits[:, c], minlength=10).min()) / len(digits) for c in range(3)]
+    return {"modes": total["modes"], "kl": total["reverse_kl"], "channel_kl": own,
+            "rest": total["reverse_kl"] - sum(own), "rarest": rarest}
 
 
 if __name__ == "__main__":
