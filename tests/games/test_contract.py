@@ -18,6 +18,8 @@ ADVERSARIAL = {
     "r1_eager": [*_BN_FREE_DCGAN, "game.r1_gamma=1.0"],
     # The WGAN-GP config keeps BatchNorm in G: cross-replica BN makes its statistics global.
     "wgangp_ncritic5": ["configs/wgangp_digits.yaml", *TINY_DCGAN, "model.sync_bn=true"],
+    # A D with dropout (the Keras AC-GAN D): its masks must come from the step's stream, not each rank's generator.
+    "d_dropout": [*_BN_FREE_DCGAN, "model.d.arch=acgan_keras"],
 }
 STEPS = 4
 
