@@ -16,7 +16,8 @@ import numpy as np
 
 # `distgan train` stopped early by SIGTERM, SIGUSR1 or the stop file after writing a
 # checkpoint: run it again to resume (sysexits' EX_TEMPFAIL, "try again later").
-# Under `accelerate launch` the launcher turns any worker's non-zero code into 1.
+# Every worker returns it; `accelerate launch` then returns 1 or, when it got the SIGTERM
+# itself, 143 or 1 by timing: torch's codes, which no caller should read (docs/operations.md).
 EXIT_STOPPED = 75
 
 

@@ -5,7 +5,11 @@ Installs the packages with apt-get when they are missing (this needs root and a
 reachable Debian mirror); skips with the reason only when that is impossible.
 The daemons listen on free ports and keep all state in the temp dir, so a Slurm
 the machine may already run is left alone; clients find this one through
-SLURM_CONF, which sbatch passes on to the jobs.
+SLURM_CONF, which sbatch passes on to the jobs. The cluster has a munged of its own
+(its key and socket in the temp dir, named by `AuthInfo=socket=` in slurm.conf): a
+system munged, running or not, is never used, started or stopped, so a machine with
+one and a machine without behave alike, and two pytest-xdist workers' clusters do
+not share one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +54,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _conf(base: Path, host: str) -> str:
+def _conf(base: Path, host: str, munge_socket: Path) -> str:
     # cred_expire: a requeued job is held until the killed attempt's credential expires
     # (default 120 s); sched_interval: how often pending jobs are looked at (default 60 s).
     # With both short a requeue restarts in about 11 s instead of about two minutes.
@@ -77,7 +82,7 @@ JobRequeue=1
 MinJobAge=3600
 KillWait=90
 SchedulerType=sched/builtin
-AuthInfo=cred_expire=10
+AuthInfo=socket={munge_socket},cred_expire=10
 SchedulerParameters=sched_interval=2
 StateSaveLocation={base}/state
 SlurmdSpoolDir={base}/spool
@@ -90,31 +95,32 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def _munge_ok(env) -> bool:
-    if shutil.which("munge") is None:
-        return False
-    enc = subprocess.run(["munge", "-n"], check=False, capture_output=True, env=env)
-    return enc.returncode == 0 and subprocess.run(["unmunge"], check=False, input=enc.stdout,
-                                                    capture_output=True, env=env).returncode == 0
+def _munge_ok(socket_path: Path) -> bool:
+    sock = f"--socket={socket_path}"
+    enc = subprocess.run(["munge", sock, "-n"], check=False, capture_output=True)
+    return enc.returncode == 0 and subprocess.run(["unmunge", sock], check=False, input=enc.stdout,
+                                                    capture_output=True).returncode == 0
 
 
-def _start_munged(env) -> subprocess.Popen | None:
-    """Our own munged unless one already answers; None if we did not start one."""
-    if _munge_ok(env):
-        return None
-    run = Path("/run/munge")
-    run.mkdir(parents=True, exist_ok=True)
-    for path in (run, Path("/var/lib/munge"), Path("/var/log/munge"), Path("/etc/munge")):
-        if path.exists():
-            shutil.chown(path, "munge", "munge")
-    key = Path("/etc/munge/munge.key")
-    if not key.exists():
-        subprocess.run(["mungekey", "--create"], check=True)
-        shutil.chown(key, "munge", "munge")
-    proc = subprocess.Popen(["/usr/sbin/munged", "--foreground"], user="munge", group="munge",
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait(lambda: _munge_ok(env), 20, "munged to answer", proc)
-    return proc
+def _start_munged(home: Path) -> tuple[subprocess.Popen, Path]:
+    """This cluster's own munged (as root, which munged allows when it is not asked to
+    drop privileges): a fresh key, and socket, pid, seed and log files all in `home`.
+
+    munged refuses a socket unless every directory above it may be entered by all, which
+    pytest's temp dirs (mode 700) are not: `home` is a directory of its own in the system's
+    temp dir, made enterable."""
+    home.chmod(0o755)
+    key = home / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    socket_path = home / "munge.sock"
+    proc = subprocess.Popen(
+        ["/usr/sbin/munged", "--foreground", f"--socket={socket_path}", f"--key-file={key}",
+         f"--pid-file={home / 'munged.pid'}", f"--seed-file={home / 'munged.seed'}",
+         f"--log-file={home / 'munged.log'}", "--num-threads=4"],
+        stdout=subprocess.DEVNULL, stderr=(home / "munged.stderr").open("wb"))
+    _wait(lambda: _munge_ok(socket_path), 20, "munged to answer", proc)
+    return proc, socket_path
 
 
 def _wait(ready, timeout: float, what: str, *procs: subprocess.Popen) -> None:
@@ -142,8 +148,8 @@ def _stop(proc: subprocess.Popen | None) -> None:
 class SlurmCluster:
     """The running test cluster: `env` for client commands, `base` for its logs."""
 
-    def __init__(self, base: Path, conf: Path, host: str):
-        self.base, self.conf, self.host = base, conf, host
+    def __init__(self, base: Path, conf: Path, host: str, munge_home: Path):
+        self.base, self.conf, self.host, self.munge_home = base, conf, host, munge_home
         self.env = dict(os.environ, SLURM_CONF=str(conf))
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -157,7 +163,8 @@ class SlurmCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in (self.base / "slurmctld.log", self.base / "slurmd.log") if p.exists())
+                         for p in (self.munge_home / "munged.stderr", self.munge_home / "munged.log",
+                                   self.base / "slurmctld.log", self.base / "slurmd.log") if p.exists())
 
 
 def _cancel_jobs(cluster: SlurmCluster) -> None:
@@ -186,12 +193,12 @@ def slurm(tmp_path_factory):
         (base / sub).mkdir()
     host = socket.gethostname().split(".")[0]
     conf = base / "slurm.conf"
-    conf.write_text(_conf(base, host))
-    cluster = SlurmCluster(base, conf, host)
+    cluster = SlurmCluster(base, conf, host, Path(tempfile.mkdtemp(prefix="distgan-munge-")))
     started: list[subprocess.Popen] = []
-    munged = None
     try:
-        munged = _start_munged(cluster.env)
+        munged, munge_socket = _start_munged(cluster.munge_home)
+        started.append(munged)
+        conf.write_text(_conf(base, host, munge_socket))
         for daemon in ("slurmctld", "slurmd"):
             started.append(subprocess.Popen([f"/usr/sbin/{daemon}", "-D", "-f", str(conf)], env=cluster.env,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -206,4 +213,4 @@ def slurm(tmp_path_factory):
         _cancel_jobs(cluster)
         for proc in reversed(started):
             _stop(proc)
-        _stop(munged)
+        shutil.rmtree(cluster.munge_home, ignore_errors=True)
