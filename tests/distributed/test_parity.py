@@ -11,6 +11,8 @@ import torch
 
 from tests.helpers import TINY_DCGAN, assert_bitwise_equal, flat_tensors, latest_state, metrics, run_cli
 
+pytestmark = pytest.mark.numeric
+
 BN_FREE = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "model.g.norm=none", "model.d.norm=none"]
 CROSS_REPLICA_BN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "model.sync_bn=true"]
 

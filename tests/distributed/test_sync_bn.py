@@ -24,6 +24,8 @@ from distgan.nn.sync_bn import (
 )
 from tests.distributed.gloo import run_gloo
 
+pytestmark = pytest.mark.numeric
+
 WORLD = 2
 STEPS = 3
 

@@ -9,6 +9,8 @@ import torch
 from tests.games.test_contract import _check_parity_and_resume
 from tests.helpers import TINY_DCGAN
 
+pytestmark = pytest.mark.numeric
+
 _BN_FREE = [*TINY_DCGAN, "model.g.norm=none", "model.d.norm=none"]
 # kimg=0.1: p moves by 16 / 100 per D step (global batch 16), so it visibly adapts within the 4 steps.
 _ADA = ["augment.name=ada", "augment.p=0.5", "augment.kimg=0.1", "augment.interval=1"]

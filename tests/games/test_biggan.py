@@ -11,6 +11,8 @@ import pytest
 from tests.games.test_contract import _check_parity_and_resume
 from tests.helpers import TINY_DCGAN, run_cli
 
+pytestmark = pytest.mark.numeric
+
 TINY_BIGGAN = ["configs/biggan_digits.yaml", *TINY_DCGAN, "model.g.width=4", "model.d.width=4", "game.shared_dim=8",
                "model.g.attention_at=[8]", "model.d.attention_at=[4]", "train.ema_start=2"]
 

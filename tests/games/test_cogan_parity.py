@@ -6,6 +6,8 @@ import pytest
 
 from tests.games.test_contract import _check_parity_and_resume
 
+pytestmark = pytest.mark.numeric
+
 # G keeps its BatchNorm: cross-replica BN makes its statistics those of the global batch.
 TINY_COGAN = ["configs/cogan_digits_negative.yaml", "data.resolution=8", "model.z_dim=4", "model.g.width=8",
               "model.d.width=8", "model.sync_bn=true", "log.sample_count=8", "train.ema_decay=0.9"]

@@ -8,6 +8,8 @@ import pytest
 from tests.games.test_contract import STEPS, _check_parity_and_resume
 from tests.helpers import TINY_DCGAN
 
+pytestmark = pytest.mark.numeric
+
 _BN_FREE = [*TINY_DCGAN, "model.g.norm=none", "model.d.norm=none"]
 CASES = {
     # G's step on two noise batches, as the Keras example's reference config does.

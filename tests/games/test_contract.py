@@ -11,6 +11,8 @@ import torch
 
 from tests.helpers import TINY_DCGAN, assert_bitwise_equal, flat_tensors, latest_state, metrics, run_cli
 
+pytestmark = pytest.mark.numeric
+
 SHAPED = {"cycle": "tests/games/cycle.yaml", "vae": "tests/games/vae.yaml", "info": "tests/games/info.yaml"}
 _BN_FREE_DCGAN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "model.g.norm=none", "model.d.norm=none"]
 ADVERSARIAL = {

@@ -7,6 +7,8 @@ import pytest
 from tests.games.test_contract import STEPS, _check_parity_and_resume
 from tests.helpers import TINY_DCGAN
 
+pytestmark = pytest.mark.numeric
+
 _BN_FREE = [*TINY_DCGAN, "model.e.width=8", "model.g.norm=none", "model.d.norm=none", "model.e.norm=none"]
 CASES = {
     # MLP nets, ALI's stochastic encoder (its noise from the step's draw) and D's dropout (StepDropout).

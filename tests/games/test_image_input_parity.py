@@ -2,6 +2,8 @@
 encoder-decoder is the U-Net without skips), on 2 gloo processes train like 1 process with the
 global batch, and N + resume + N steps is bitwise 2N steps. Both hinge on the dropout masks coming
 from the step's seeded stream (distgan.nn.dropout): drawn from each rank's global generator, the
+
+pytestmark = pytest.mark.numeric
 masks of 2 processes are not those of 1, nor those of an uninterrupted run after a resume.
 
 Tolerance: that of the other parity tests (tests/games/test_contract.py), losses to rel 1e-4 and

@@ -8,6 +8,8 @@ import pytest
 from tests.games.test_contract import STEPS, _train, assert_same_training
 from tests.helpers import TINY_DCGAN, metrics
 
+pytestmark = pytest.mark.numeric
+
 # BatchNorm-free D so the comparison tests packing alone (BN is per rank unless model.sync_bn).
 _PAC = ["configs/pacdcgan_stacked_digits.yaml", *TINY_DCGAN, "model.d.norm=none", "model.g.norm=none"]
 CASES = {

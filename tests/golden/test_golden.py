@@ -23,6 +23,8 @@ import pytest
 
 from tests.golden.cases import CASES, GOLDEN, run_case
 
+pytestmark = pytest.mark.numeric
+
 GOLDEN_DATA = json.loads(GOLDEN.read_text())
 # Per precision: losses (logged with 6 significant digits, so rel 1e-5 is two units of the last one),
 # then the per-tensor sum and norm, each as (rel, abs).

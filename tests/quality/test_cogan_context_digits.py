@@ -18,6 +18,8 @@ from tests.helpers import run_cli
 from tests.quality.cogan_eval import cogan_scores
 from tests.quality.context_encoder_eval import context_encoder_scores
 
+pytestmark = pytest.mark.numeric
+
 QUIET = ["log.every=100", "log.sample_every=0", "ckpt.every=0"]
 
 

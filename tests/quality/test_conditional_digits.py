@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.quality.digit_judge import matched_purity, per_class_accuracy
 
+pytestmark = pytest.mark.numeric
+
 # Half of cgan_digits' 3000 steps, three quarters of acgan_digits' 2000, a quarter of infogan_digits' 6000
 # (whose purity at 1000 steps was 0.53 / 0.70 / 0.71 / 0.78 on seeds 0-3, at 2000 steps 0.74 / 0.72 / 0.79 /
 # 0.83). At 1000 steps the digit 1 was still rare in CGAN (2% of the 1s asked for, seeds 0 and 1): the bars

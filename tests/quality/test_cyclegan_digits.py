@@ -15,6 +15,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.quality.translation_eval import cycle_scores
 
+pytestmark = pytest.mark.numeric
+
 SHORT = ["train.steps=500", "log.every=100", "log.sample_every=0", "ckpt.every=0"]
 
 

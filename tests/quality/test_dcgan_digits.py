@@ -15,6 +15,8 @@ import torch
 
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.numeric
+
 SHORT_STEPS = 2000  # half of configs/dcgan_digits.yaml's 4000
 
 

@@ -21,6 +21,8 @@ from tests.helpers import run_cli
 from tests.quality.digit_judge import classify
 from tests.quality.encoder_eval import linear_probe, sharpness
 
+pytestmark = pytest.mark.numeric
+
 
 def _train_and_reconstruct(tmp_path, config: str, steps: int):
     """Train `config` for `steps` through the CLI, then G(E(x)) of the test digits by `distgan sample

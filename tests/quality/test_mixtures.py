@@ -24,7 +24,7 @@ from tests.helpers import run_cli
 # data set -> (short run's generator steps, min modes captured, min high-quality fraction)
 SHORT_RUNS = {"ring": (4000, 7, 0.85), "grid": (6000, 22, 0.80)}
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.numeric]
 
 
 @pytest.mark.slow

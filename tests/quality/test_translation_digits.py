@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.quality.translation_eval import pix2pix_scores
 
+pytestmark = pytest.mark.numeric
+
 SHORT = ["train.steps=800", "log.every=100", "log.sample_every=0", "ckpt.every=0"]
 
 
