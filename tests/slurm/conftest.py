@@ -6,7 +6,7 @@ reachable Debian mirror); skips with the reason only when that is impossible.
 The daemons listen on free ports and keep all state in the temp dir, so a Slurm
 the machine may already run is left alone; clients find this one through
 SLURM_CONF, which sbatch passes on to the jobs. The cluster has a munged of its own
-(its key and socket in the temp dir, named by `AuthInfo=socket=` in slurm.conf): a
+(its key and socket in a temp dir of their own, named by `AuthInfo=socket=` in slurm.conf): a
 system munged, running or not, is never used, started or stopped, so a machine with
 one and a machine without behave alike, and two pytest-xdist workers' clusters do
 not share one.
@@ -114,11 +114,12 @@ def _start_munged(home: Path) -> tuple[subprocess.Popen, Path]:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     socket_path = home / "munge.sock"
-    proc = subprocess.Popen(
-        ["/usr/sbin/munged", "--foreground", f"--socket={socket_path}", f"--key-file={key}",
-         f"--pid-file={home / 'munged.pid'}", f"--seed-file={home / 'munged.seed'}",
-         f"--log-file={home / 'munged.log'}", "--num-threads=4"],
-        stdout=subprocess.DEVNULL, stderr=(home / "munged.stderr").open("wb"))
+    with (home / "munged.stderr").open("wb") as stderr:  # the child keeps its own copy of the file
+        proc = subprocess.Popen(
+            ["/usr/sbin/munged", "--foreground", f"--socket={socket_path}", f"--key-file={key}",
+             f"--pid-file={home / 'munged.pid'}", f"--seed-file={home / 'munged.seed'}",
+             f"--log-file={home / 'munged.log'}", "--num-threads=4"],
+            stdout=subprocess.DEVNULL, stderr=stderr)
     _wait(lambda: _munge_ok(socket_path), 20, "munged to answer", proc)
     return proc, socket_path
 
