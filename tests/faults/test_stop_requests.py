@@ -57,7 +57,8 @@ def test_stop_request_checkpoints_and_the_rerun_resumes(tmp_path, how):
     if procs == 1:
         assert proc.returncode == EXIT_STOPPED, out
     else:
-        assert {p.name: p.read_text() for p in exits.iterdir()} == {"rank0": str(EXIT_STOPPED), "rank1": str(EXIT_STOPPED)}, out
+        recorded = {p.name: p.read_text() for p in exits.iterdir()}
+        assert recorded == {"rank0": str(EXIT_STOPPED), "rank1": str(EXIT_STOPPED)}, out
     stopped = re.search(r"stopped: step (\d+)/100000", out)
     assert stopped, out
     step = int(stopped.group(1))

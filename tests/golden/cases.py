@@ -7,7 +7,7 @@ the float64 sum and L2 norm. These travel between machines: the CPU kernels torc
 (AVX-512, AVX2 or none; oneDNN's ISA) change the last bits of every weight, so a bitwise digest
 holds on one CPU kind only, while the statistics agree to tolerances measured across those
 kernels (test_golden.py). Bitwise equality stays where it holds by construction on one machine:
-resume vs uninterrupted, 2 processes vs 1, the same run twice.
+resume vs uninterrupted, the same run twice.
 
 `python -m tests.golden.cases --record [CASE ...]` rewrites the named cases (all by default)
 from the current code: do it only for a change that is meant to alter training, and say so
