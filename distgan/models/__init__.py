@@ -34,7 +34,6 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("cyclegan_resnet", "generator"): resnet_translator.build_generator,
     ("patchgan", "discriminator"): patchgan.build_discriminator,
 }
-TRANSLATION_ARCHS = ("unet", "encoder_decoder", "cyclegan_resnet", "patchgan")  # take model.*.norm=instance
 
 
 def architectures() -> list[str]:

@@ -9,7 +9,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from distgan.config import MINIBATCH_STD_GROUP
+from distgan.sections.model import MINIBATCH_STD_GROUP
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
 from distgan.models.blocks import SelfAttention

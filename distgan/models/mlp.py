@@ -8,7 +8,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from distgan.config import MINIBATCH_STD_GROUP
+from distgan.sections.model import MINIBATCH_STD_GROUP
 from distgan.data.base import DataInfo
 from distgan.models.outputs import named_outputs
 from distgan.models.packing import MinibatchStd

@@ -1,6 +1,7 @@
 import pytest
 
 from distgan.config import ConfigError, load_config, parse_overrides
+from distgan.errors import DistganError
 
 
 def write(tmp_path, text):
@@ -57,7 +58,6 @@ def test_choices_that_yaml_reads_as_booleans():
     (["game.loss=hinge", "game.label_smoothing=0.1"], "game.label_smoothing"),
     (["data.name=ring"], "model.g.arch"),
     (["data.name=shards"], "data.shards"),
-    (["train.resume=/no/such/checkpoint"], "train.resume"),
 ])
 def test_contradictions_are_named(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -89,3 +89,17 @@ def test_precision_auto_is_full_precision_on_cpu():
     assert load_config(None).train.precision == "auto"
     assert resolve_precision("auto", torch.device("cpu")) == "no"
     assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+
+
+def test_validation_reads_no_file_and_check_files_names_what_is_missing(tmp_path):
+    """A config naming a resume source or shards that are gone still loads (a finished run opens after
+    they moved); the file checks run when training starts and name the key."""
+    from distgan.config import check_files
+
+    gone = load_config("configs/dcgan_digits.yaml", [f"train.resume={tmp_path / 'no_such_checkpoint'}"])
+    with pytest.raises(ConfigError, match=r"train\.resume="):
+        check_files(gone)
+    shards = load_config("configs/dcgan_digits.yaml", ["data.name=shards", f"data.shards={tmp_path}/x-{{0..1}}.tar"])
+    with pytest.raises(DistganError, match="x-0.tar"):
+        check_files(shards)
+    check_files(load_config("configs/dcgan_digits.yaml"))  # built-in data: nothing to read

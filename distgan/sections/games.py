@@ -1,0 +1,357 @@
+"""The `game:` section of every registered game, and the registry of games.
+
+Each game's section (a `GameConfig` subclass) holds the keys only it reads, its pure checks
+(`validate`) and what it can do that other sections depend on (ClassVars: its optimizer groups,
+whether it forms PacGAN packs, routes D's inputs through augmentation, builds an encoder, takes
+class conditioning, truncates its noise). `implementation` names the game's code, imported only
+when a run is built (distgan.games.game_class), so a config is checked without torch.
+
+Adding a variant: its game (distgan/games/<name>.py), its section below, one line in `GAMES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from distgan.errors import ConfigError
+from distgan.sections.data import POINT_DATA
+
+
+@dataclass
+class GameConfig:
+    """Base of every game's config section (`game:`). `game.name` picks the class, and keys of
+    another game are unknown keys."""
+
+    name: str = "gan"  # a registered game (GAMES below) or module.path:GameClass
+
+    # The game's code, `module.path:GameClass` (imported when the run is built).
+    implementation: ClassVar[str] = ""
+    # Optimizer groups (`optim.<group>`) this game accepts; the game maps each to its nets.
+    optimizer_groups: ClassVar[tuple[str, ...]] = ("g", "d")
+    # Whether the game forms model.d.packing packs from its batches (distgan.models.packing).
+    supports_packing: ClassVar[bool] = False
+    # Whether every input of the game's D goes through Game.d_view (the `augment:` section).
+    supports_augment: ClassVar[bool] = False
+    # Whether the game builds an encoder from model.e (BiGAN, VAE-GAN); the others refuse model.e keys.
+    has_encoder: ClassVar[bool] = False
+    # The model.d.conditioning values the game's D takes (empty: D is unconditional).
+    conditionings: ClassVar[tuple[str, ...]] = ()
+    # Whether sampling can truncate the game's noise (BigGAN's truncation trick: eval.truncation).
+    supports_truncation: ClassVar[bool] = False
+
+    def validate(self, cfg) -> None:
+        """Cross-field checks against the whole config, touching no file; raise ConfigError naming the key."""
+
+    def check_files(self, cfg) -> None:
+        """Checks that read files (e.g. a shards manifest), run when training starts, never when a
+        finished run is opened; raise ConfigError naming the key."""
+
+
+@dataclass
+class AdversarialConfig(GameConfig):
+    """`game:` keys of `name: gan`."""
+    implementation: ClassVar[str] = "distgan.games.gan:AdversarialGame"
+
+    name: str = "gan"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge,
+    # or an f-GAN divergence (Nowozin et al. 2016): fgan_kl | fgan_reverse_kl | fgan_pearson |
+    # fgan_hellinger | fgan_js | fgan_gan
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge", "fgan_kl", "fgan_reverse_kl",
+                  "fgan_pearson", "fgan_hellinger", "fgan_js", "fgan_gan"] = "nonsaturating"
+    n_critic: int = 1  # D steps per G step
+    label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
+    r1_gamma: float = 0.0  # R1 penalty weight on real data
+    r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
+    clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
+
+    supports_packing: ClassVar[bool] = True  # forms model.d.packing packs (see packing.pack)
+    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
+
+    def validate(self, cfg) -> None:
+        for key in ("n_critic", "r1_interval"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("gp_weight", "r1_gamma", "clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"game.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss not in ("nonsaturating", "minimax"):
+            raise ConfigError(
+                f"game.label_smoothing applies to the cross-entropy losses only, not game.loss={self.loss}")
+        if self.clip and self.gp_weight:
+            raise ConfigError("game.clip and game.gp_weight both constrain D's Lipschitz constant; set only one")
+        # Per-sample penalties: BatchNorm mixes the samples of a batch, so the penalty of one sample
+        # depends on its batch-mates (WGAN-GP paper, sec. 4), and 1 and N processes would differ.
+        for key in ("gp_weight", "r1_gamma"):
+            if getattr(self, key) and cfg.model.d.norm == "batch":
+                raise ConfigError(f"game.{key} with model.d.norm=batch: the penalty is per sample, which "
+                                  f"BatchNorm breaks (WGAN-GP paper, sec. 4); use model.d.norm=none")
+
+
+@dataclass
+class ConditionalConfig(GameConfig):
+    """`game:` keys of `name: cgan`."""
+    implementation: ClassVar[str] = "distgan.games.conditional:ConditionalGame"
+
+    name: str = "cgan"
+    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
+    noise: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I), or U[-1, 1] as in the Keras AC-GAN example
+    # Noise batches per G step, generated as one batch (the Keras AC-GAN example: 2, "twice the size").
+    g_batches: int = 1
+
+    conditionings: ClassVar[tuple[str, ...]] = ("concat", "projection")  # model.d.conditioning accepted
+    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
+
+    def validate(self, cfg) -> None:
+        if self.g_batches <= 0:
+            raise ConfigError(f"game.g_batches must be > 0, got {self.g_batches}")
+        if cfg.data.name in POINT_DATA:
+            raise ConfigError(f"game.name={self.name} is conditional, but data.name={cfg.data.name} has no class "
+                              f"labels (use digits, stacked_digits or labelled shards)")
+
+
+@dataclass
+class ACGANConfig(ConditionalConfig):
+    """`game:` keys of `name: acgan`."""
+    implementation: ClassVar[str] = "distgan.games.conditional:ACGANGame"
+
+    name: str = "acgan"
+    aux_weight: float = 1.0  # weight of the auxiliary class cross-entropy in both players' losses
+    # Scale of D's auxiliary term on fakes (1 = the paper and the Keras example; 0 = D's classifier
+    # learns from real samples only, so G cannot make its own version of a class pass as that class).
+    aux_fake_weight: float = 1.0
+
+    conditionings: ClassVar[tuple[str, ...]] = ("aux",)
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        for key in ("aux_weight", "aux_fake_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class BigGANConfig(ConditionalConfig):
+    """`game:` keys of `name: biggan`."""
+    implementation: ClassVar[str] = "distgan.games.biggan:BigGANGame"
+
+    name: str = "biggan"
+    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "hinge"
+    n_critic: int = 2  # D steps per G step
+    # Weight of the orthogonal regularisation ||W W^T * (1 - I)||_F^2 summed over G's weights (not its
+    # shared class embedding); 0 = off.
+    ortho_weight: float = 1e-4
+    shared_dim: int = 128  # the class embedding shared by every conditional BN of G
+    hierarchical: bool = True  # z split across G's input layer and blocks (else all of z at the input)
+
+    conditionings: ClassVar[tuple[str, ...]] = ("projection",)
+    supports_truncation: ClassVar[bool] = True
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        if self.n_critic <= 0:
+            raise ConfigError(f"game.n_critic must be > 0, got {self.n_critic}")
+        if self.ortho_weight < 0:
+            raise ConfigError(f"game.ortho_weight must be >= 0, got {self.ortho_weight}")
+        if self.shared_dim <= 0:
+            raise ConfigError(f"game.shared_dim must be > 0, got {self.shared_dim}")
+        for side in ("g", "d"):
+            arch = getattr(cfg.model, side).arch
+            if arch != "sngan":
+                raise ConfigError(f"model.{side}.arch={arch}: game.name=biggan uses the sngan ResNet nets "
+                                  f"(G takes the class through conditional BatchNorm)")
+        if cfg.model.g.norm != "batch":
+            raise ConfigError("model.g.norm: BigGAN's G takes the class through its BatchNorms (batch)")
+
+
+@dataclass
+class InfoGANConfig(GameConfig):
+    """`game:` keys of `name: infogan`."""
+    implementation: ClassVar[str] = "distgan.games.infogan:InfoGANGame"
+
+    name: str = "infogan"
+    categories: int = 10  # classes of the categorical code (0 = none)
+    continuous: int = 2  # continuous codes, uniform in [-1, 1]
+    info_weight: float = 1.0  # lambda: weight of the mutual-information loss in both players' losses
+    # Extra factor on the continuous codes' term (the paper sets their lambda lower, so that the
+    # differential entropy is on the scale of the categorical term).
+    continuous_weight: float = 1.0
+    variance: Literal["fixed", "learned"] = "fixed"  # Q's Gaussian for the continuous codes: unit, or predicted
+    q_width: int = 128  # hidden units of the Q head
+    # Normalisation of Q's hidden layer: none (Linear-LReLU-Linear), or batch (the paper's
+    # FC-BN-LReLU-FC, a BatchNorm of Q's own, trained with Q in both phases).
+    q_norm: Literal["none", "batch"] = "none"
+
+    optimizer_groups = ("g", "d", "q")
+    supports_augment = True  # every input of D goes through Game.d_view (Q reads the augmented fakes' features)
+
+    def validate(self, cfg) -> None:
+        if self.categories < 0 or self.continuous < 0 or self.categories + self.continuous == 0:
+            raise ConfigError(f"game.categories={self.categories} and game.continuous={self.continuous}: "
+                              f"InfoGAN needs at least one code (both >= 0)")
+        if self.categories == 1:
+            raise ConfigError("game.categories=1 carries no information; use 0 (none) or >= 2")
+        for key in ("info_weight", "continuous_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if self.q_width <= 0:
+            raise ConfigError(f"game.q_width must be > 0, got {self.q_width}")
+
+
+@dataclass
+class Pix2PixConfig(GameConfig):
+    """`game:` keys of `name: pix2pix`."""
+    implementation: ClassVar[str] = "distgan.games.translation:Pix2PixGame"
+
+    name: str = "pix2pix"
+    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
+    l1_weight: float = 100.0  # lambda of the L1 term
+    direction: Literal["AB", "BA"] = "AB"  # AB: batch.x -> batch.x_b; BA: batch.x_b -> batch.x
+    # Sampling and `distgan translate` with G's dropout on, as the paper tests (its masks drawn from the
+    # sampling seed, so the same seed gives the same images); false: off, each input has one translation.
+    sample_dropout: bool = False
+
+    def validate(self, cfg) -> None:
+        if self.l1_weight < 0:
+            raise ConfigError(f"game.l1_weight must be >= 0, got {self.l1_weight}")
+        if cfg.model.d.arch != "patchgan":
+            raise ConfigError(f"game.name=pix2pix judges (input, output) pairs: model.d.arch must be patchgan, "
+                              f"not {cfg.model.d.arch}")
+
+
+@dataclass
+class CycleConfig(GameConfig):
+    """`game:` keys of `name: cyclegan` (and of DualGAN and DiscoGAN, which are configs of it)."""
+    implementation: ClassVar[str] = "distgan.games.translation:CycleGame"
+
+    name: str = "cyclegan"
+    # The adversarial loss: least_squares (CycleGAN), wasserstein (DualGAN, with game.clip),
+    # nonsaturating (DiscoGAN).
+    loss: Literal["least_squares", "wasserstein", "nonsaturating"] = "least_squares"
+    cycle_weight: float = 10.0  # lambda of the cycle (reconstruction) terms
+    cycle_distance: Literal["l1", "l2"] = "l1"  # l2: DiscoGAN's mean squared reconstruction error
+    identity_weight: float = 0.5  # identity terms |G_AB(b) - b|, as a fraction of cycle_weight (0 = off)
+    history: int = 50  # earlier fakes kept per discriminator (0 = D sees only this step's)
+    clip: float = 0.0  # weight clipping of D_A, D_B to [-clip, clip] (DualGAN's WGAN critics); 0 = off
+    direction: Literal["AB", "BA"] = "AB"  # what sampling translates by default
+
+    def validate(self, cfg) -> None:
+        for key in ("cycle_weight", "identity_weight", "clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if self.history < 0:
+            raise ConfigError(f"game.history must be >= 0, got {self.history}")
+        if self.loss == "wasserstein" and not self.clip:
+            raise ConfigError("game.loss=wasserstein needs a Lipschitz constraint on the critics: set game.clip "
+                              "(DualGAN: 0.01)")
+
+
+@dataclass
+class CoGANConfig(GameConfig):
+    """`game:` keys of `name: cogan`."""
+    implementation: ClassVar[str] = "distgan.games.cogan:CoGANGame"
+
+    name: str = "cogan"
+    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"
+
+    def validate(self, cfg) -> None:
+        for key in ("g", "d"):
+            if getattr(cfg.model, key).arch != "dcgan":
+                raise ConfigError(f"game.name=cogan couples DCGAN-shaped nets: model.{key}.arch must be dcgan, "
+                                  f"not {getattr(cfg.model, key).arch}")
+        # Shards are paired or not as packed: their manifest says which (check_files).
+        if cfg.data.name != "shards" and cfg.data.pairing != "unpaired":
+            raise ConfigError("game.name=cogan learns the joint distribution from the marginals alone: "
+                              "data.pairing must be unpaired")
+
+    def check_files(self, cfg) -> None:
+        if cfg.data.name == "shards":
+            from distgan.data.manifest import resolve_shards
+
+            kind = resolve_shards(cfg.data.shards).manifest.kind
+            if kind != "unpaired":
+                raise ConfigError(f"game.name=cogan learns the joint distribution from the marginals alone: "
+                                  f"data.shards={cfg.data.shards!r} are {kind}; pack A/ and B/ with "
+                                  f"`distgan data pack ... --layout unpaired`")
+
+
+@dataclass
+class ContextEncoderConfig(GameConfig):
+    """`game:` keys of `name: context_encoder`."""
+    implementation: ClassVar[str] = "distgan.games.context_encoder:ContextEncoderGame"
+
+    name: str = "context_encoder"
+    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
+    rec_weight: float = 0.999  # weight of the masked-region L2 reconstruction
+    adv_weight: float = 0.001  # weight of the adversarial term
+    mask_fraction: float = 0.5  # side of the centre square, as a fraction of the image side
+
+    def validate(self, cfg) -> None:
+        for key in ("rec_weight", "adv_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 < self.mask_fraction < 1:
+            raise ConfigError(f"game.mask_fraction must be in (0, 1), got {self.mask_fraction}")
+
+
+@dataclass
+class BiGANConfig(GameConfig):
+    """`game:` keys of `name: bigan`."""
+    implementation: ClassVar[str] = "distgan.games.bigan:BiGANGame"
+
+    name: str = "bigan"
+    # ALI's encoder: E(x) is a mean and a log-variance, and D sees a draw from that Gaussian.
+    stochastic_encoder: bool = False
+    # ALI's D: dropout of this probability after every activation of D (x-branch, z-branch, joint).
+    d_dropout: float = 0.0
+
+    has_encoder: ClassVar[bool] = True
+
+    def validate(self, cfg) -> None:
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise ConfigError(f"game.d_dropout must be in [0, 1), got {self.d_dropout}")
+
+
+@dataclass
+class VAEGANConfig(GameConfig):
+    """`game:` keys of `name: vaegan`."""
+    implementation: ClassVar[str] = "distgan.games.vaegan:VAEGANGame"
+
+    name: str = "vaegan"
+    # Weight of the reconstruction error in the decoder's loss against the adversarial one (the paper's
+    # gamma); the encoder's loss is KL + reconstruction, unweighted.
+    gamma: float = 1.0
+    # Where the reconstruction error is measured: features (D's last hidden layer, the paper) or pixels.
+    reconstruction: Literal["features", "pixels"] = "features"
+    adv_weight: float = 1.0  # scale of the decoder's adversarial loss (0 with pixels = a plain VAE)
+
+    optimizer_groups: ClassVar[tuple[str, ...]] = ("enc", "dec", "d")
+    has_encoder: ClassVar[bool] = True
+
+    def validate(self, cfg) -> None:
+        for key in ("gamma", "adv_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        if self.reconstruction == "features" and cfg.model.d.arch not in ("mlp", "dcgan"):
+            raise ConfigError(f"game.reconstruction=features reads D's hidden features: model.d.arch mlp or dcgan, "
+                              f"not {cfg.model.d.arch}")
+
+
+# game.name -> its section (and through it, its code). One line per game.
+GAMES: dict[str, type[GameConfig]] = {
+    "gan": AdversarialConfig,
+    "cgan": ConditionalConfig,
+    "acgan": ACGANConfig,
+    "infogan": InfoGANConfig,
+    "biggan": BigGANConfig,
+    "pix2pix": Pix2PixConfig,
+    "cyclegan": CycleConfig,
+    "cogan": CoGANConfig,
+    "context_encoder": ContextEncoderConfig,
+    "bigan": BiGANConfig,
+    "vaegan": VAEGANConfig,
+}
