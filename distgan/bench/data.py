@@ -155,7 +155,7 @@ def ceiling(items, use_stream_decoder: bool, limit: int = 5000) -> float:
     """Single-process decode rate (samples/s) from bytes already in memory."""
     from PIL import Image
 
-    from distgan.data.stream import decode_image
+    from distgan.data.decode import decode_image
 
     blobs = [p.read_bytes() for p, _ in items[:limit]]
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -170,7 +170,7 @@ def ceiling(items, use_stream_decoder: bool, limit: int = 5000) -> float:
 
 
 def _decode_all(blobs) -> None:
-    from distgan.data.stream import decode_image
+    from distgan.data.decode import decode_image
 
     for b in blobs:
         decode_image(b, "png", 3, None)

@@ -586,7 +586,7 @@ def first_samples(out_dir: str | Path, num: int) -> np.ndarray:
     """Grid (H, W, 3) uint8 of the first `num` samples of the first shard (pairs side by side)."""
     import torch
 
-    from distgan.data.stream import decode_image
+    from distgan.data.decode import decode_image
     from distgan.log import image_grid
 
     out = Path(out_dir)

@@ -216,7 +216,7 @@ def real_data(cfg: Config) -> RealData:
         x, y = load_digits(res) if name == "digits" else stacked_digits_reference(res)
         return RealData(len(x), lambda a, b: (x[a:b], y[a:b]), f"{name}-r{res}", [cache_dir(cfg)])
     if name == "shards":
-        from distgan.data.stream import ShardReference
+        from distgan.data.reference import ShardReference
 
         ref = ShardReference(cfg.data, cfg.eval.reference_num)
         # Cached next to the shards (shared by every run on them), else in the user's cache.

@@ -11,7 +11,7 @@ import torch
 
 from distgan.config import load_config
 from distgan.data.builtin import load_digits
-from distgan.data.stream import ShardReference
+from distgan.data.reference import ShardReference
 from tests.data.util import pack_digits
 from tests.helpers import TINY_DCGAN, run_cli
 

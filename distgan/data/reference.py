@@ -1,0 +1,89 @@
+"""Shard samples read in shard and file order, without shuffle or augmentation.
+
+The real side of FID/KID/precision-recall for shard data (`ShardReference`) and the
+fixed inputs of a translation game's sample grid (`ShardSource.preview`) read
+samples this way, apart from the training stream and without moving it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from distgan.data.decode import Decode, decode_image
+from distgan.data.manifest import DataError, Shard, resolve_shards
+from distgan.data.tario import iter_samples
+
+
+class ShardReference:
+    """The real side of FID/KID/precision-recall for shard data: the first `num` samples
+    of `data.shards` in shard and file order (0 = all), decoded without shuffle or
+    augmentation at `data.resolution` (centre crop), as the stream would.
+
+    Rows are read on demand (`rows(start, stop)`), so each rank decodes only its own
+    blocks: shards before `start` are passed over by their manifest counts, samples
+    within a shard by their tar headers. Row i is raw sample i; a sample that cannot
+    be decoded is left out with a warning naming shard and key (every rank leaves out
+    the same ones).
+    """
+
+    def __init__(self, data_cfg, num: int):
+        import hashlib
+
+        shardset = resolve_shards(data_cfg.shards)
+        man = shardset.manifest
+        if man.kind != "images":
+            raise DataError(f"reference statistics of {man.kind} shards (data.shards={data_cfg.shards!r}) are not "
+                            f"defined yet: the translation games that generate them decide which side is real")
+        self.spec = Decode(tuple(man.image_fields), bool(man.classes), man.channels, data_cfg.resolution)
+        self.shards = shardset.shards
+        self.count = min(num, shardset.total) if num > 0 else shardset.total
+        self.directory = Path(self.shards[0].path).parent
+        # The selected shards' checksums and counts name the data, wherever it lives.
+        listing = "\n".join(f"{shard.sha256} {shard.count}" for shard in self.shards)
+        self.digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Raw samples [start, stop) as ((n, C, R, R) float in [-1, 1], (n,) labels or None)."""
+        (x, *_), y = read_in_order(self.shards, self.spec, start, min(stop, self.count), "the reference")
+        return x, y
+
+
+def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int,
+                  purpose: str) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+    """Raw samples [start, stop) of `shards` in shard and file order, no shuffle or augmentation:
+    ([(n, C, R, R) float in [-1, 1] per image field], (n,) labels or None). Shards before `start`
+    are passed over by their manifest counts, samples within a shard by their tar headers; a sample
+    that cannot be decoded is left out with a warning naming shard, key and `purpose`."""
+    c, r = spec.channels, spec.resolution
+    fields_out: list[list[np.ndarray]] = [[] for _ in spec.image_fields]
+    labels = []
+    first = 0  # raw index of the current shard's first sample
+    for shard in shards:
+        if first >= stop:
+            break
+        if first + shard.count > start:
+            with open(shard.path, "rb", buffering=1 << 20) as f:
+                for i, (key, fields) in enumerate(iter_samples(f), start=first):
+                    if i >= stop:
+                        break
+                    if i < start:
+                        continue
+                    try:
+                        images = [decode_image(fields[name], name, c, spec) for name in spec.image_fields]
+                        label = int(fields["cls"]) if spec.labelled else -1
+                    except Exception as exc:  # as in training: skip the bad sample, name it
+                        print(f"distgan: warning: shard {shard.path} key {key}: skipped from {purpose} "
+                              f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+                        continue
+                    for out, image in zip(fields_out, images):
+                        out.append(image)  # (R, R, C) uint8
+                    labels.append(label)
+        first += shard.count
+    xs = [(torch.from_numpy(np.stack(out)) if out else torch.empty((0, r, r, c), dtype=torch.uint8))
+          .permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0) for out in fields_out]  # (n, C, R, R) in [-1, 1]
+    return xs, torch.tensor(labels, dtype=torch.long) if spec.labelled else None
