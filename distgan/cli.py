@@ -223,7 +223,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_data_pack(args: argparse.Namespace) -> int:
     from distgan.data.manifest import manifest_summary
-    from distgan.data.shards import pack
+    from distgan.data.pack import pack
 
     man = pack(args.source, args.out_dir, shard_size=args.shard_size, shard_bytes=args.shard_bytes,
                resolution=args.resolution, fmt=args.format, layout=args.layout, prefix=args.prefix,
@@ -241,7 +241,7 @@ _SKIPPED_SHOWN = 20  # source files left out by `data pack`, listed by `data ins
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from distgan.data.manifest import DataError, Manifest, manifest_summary
-    from distgan.data.shards import first_samples, verify
+    from distgan.data.verify import first_samples, verify
     from distgan.log import save_png
 
     man = Manifest.load(Path(args.out_dir))

@@ -223,7 +223,7 @@ def _timed(fn, *args) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from distgan.data.shards import pack
+    from distgan.data.pack import pack
 
     torch.set_num_threads(1)
     root = Path(args.dir)

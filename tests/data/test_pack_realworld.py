@@ -17,7 +17,7 @@ from PIL import Image
 
 from distgan.data import images as imgio
 from distgan.data.manifest import DataError, Manifest
-from distgan.data.shards import pack
+from distgan.data.pack import pack
 from distgan.data.staging import STAGING
 from tests.data.util import cli, source
 from tests.helpers import ROOT, TINY_DCGAN, cli_env, run_cli
@@ -201,38 +201,6 @@ def test_paired_and_unpaired_skip_broken_files(tmp_path):
     # writing and its one sample dropped, so its partner from A may be gone too: the counts say so.
     assert (man.kind, man.total, man.domain_counts[1], len(man.skipped)) == ("unpaired", 5, 5, 2)
     assert man.domain_counts[0] in (4, 5)
-
-
-@pytest.mark.parametrize("x,y,problem", [
-    (np.full((4, 8, 8), 200.0, np.float32), None, r"values in \[200, 200\].*\[0, 1\] or \[-1, 1\]"),
-    (np.full((4, 8, 8), np.nan, np.float32), None, "NaN or infinite"),
-    (np.zeros((4, 8, 8), np.int64) - 1, None, r"int64 images hold values in \[-1, -1\]"),
-    (np.zeros((4, 8, 8), bool), None, "dtype bool are not supported"),
-    (np.zeros((4, 4, 8, 8), np.uint8), None, "4 channels"),
-    (np.zeros((0, 8, 8), np.uint8), None, "no images"),
-    (np.zeros((4, 8, 8), np.uint8), np.zeros((4, 1), np.int64), r"labels y must be 4 integers"),
-    (np.zeros((4, 8, 8), np.uint8), np.array([0, 1, -1, 2]), "labels y must be 0 or more"),
-], ids=["float255", "nan", "negative-int", "bool", "rgba", "empty", "y-shape", "y-negative"])
-def test_npz_problems_are_named(tmp_path, capsys, x, y, problem):
-    arrays = {"x": x} if y is None else {"x": x, "y": y}
-    np.savez(tmp_path / "d.npz", **arrays)
-    assert cli("data", "pack", tmp_path / "d.npz", tmp_path / "out", "--quiet") == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    with pytest.raises(DataError, match=problem):
-        pack(tmp_path / "d.npz", tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
-
-
-def test_npz_uint16_and_small_ints_are_scaled_right(tmp_path):
-    x16 = np.full((3, 4, 4), 65535, np.uint16)
-    x16[0] = 0
-    np.savez(tmp_path / "a.npz", x=x16)
-    np.savez(tmp_path / "b.npz", x=np.full((3, 4, 4), 255, np.int64))
-    for name in ("a", "b"):
-        pack(tmp_path / f"{name}.npz", tmp_path / name, progress=False, fmt="npy", say=lambda s: None)
-    a = source(str(tmp_path / "a"), batch=3, shuffle_buffer=0).next_batch().x
-    b = source(str(tmp_path / "b"), batch=3, shuffle_buffer=0).next_batch().x
-    assert sorted(a.amax(dim=(1, 2, 3)).tolist()) == [-1.0, 1.0, 1.0] and b.min() == 1.0
 
 
 def test_rerun_into_a_complete_pack_and_an_old_manifest(tmp_path, capsys):
