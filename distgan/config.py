@@ -156,6 +156,24 @@ def _check_augment_applies(cfg: Config, section: type[GameConfig]) -> None:
                           f"through the augmentation (gan, cgan, acgan and infogan do)")
 
 
+def unreachable_files(cfg: Config) -> list[str]:
+    """The files `cfg` names that are not there from here (the resume source, shards), each as
+    `key=value: what is missing`; empty when every named file can be checked."""
+    out = []
+    mode = cfg.train.resume
+    if mode not in ("never", "auto") and not Path(mode).exists():
+        out.append(f"train.resume={mode!r}: no such checkpoint")
+    if cfg.data.name == "shards":
+        from distgan.data.manifest import expand_pattern
+
+        paths = expand_pattern(cfg.data.shards)
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            out.append(f"data.shards={cfg.data.shards!r}: {len(missing)} of {len(paths)} paths missing, "
+                       f"e.g. {missing[0]}")
+    return out
+
+
 def check_files(cfg: Config) -> None:
     """The checks that read files: the shards and their manifest are there, the `train.resume`
     source exists, and the game's own (CoGAN: the shards are unpaired). Run when training starts

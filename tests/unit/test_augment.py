@@ -125,3 +125,12 @@ def test_augmentation_refuses_points_and_games_that_do_not_route_d_inputs():
     for path in ("configs/dcgan_digits.yaml", "configs/cgan_digits.yaml", "configs/acgan_digits.yaml",
                  "configs/infogan_digits.yaml"):
         assert load_config(path, [*TINY, "augment.name=ada"]).augment.name == "ada"
+
+
+def test_the_sections_op_names_are_the_ops_augment_implements():
+    """augment.policy is checked without torch against distgan.sections.augment.OP_NAMES."""
+    from distgan.augment import DEFAULT_POLICY, OPS
+    from distgan.sections.augment import OP_NAMES
+
+    assert tuple(OPS) == OP_NAMES
+    assert all(set(policy) <= set(OP_NAMES) for policy in DEFAULT_POLICY.values())
