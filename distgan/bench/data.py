@@ -9,7 +9,7 @@ with `--workers` loader workers and batches of `--batch`:
 - ceiling: single-process decode from memory (the PNG bytes already in a list)
   x workers with plain `np.asarray(Image.open(...).convert("RGB"))` (the
   issue's definition); for reference also with the stream's own decoder
-  (`distgan.data.stream.decode_image`, a leaner path into PIL's C PNG decoder)
+  (`distgan.data.decode.decode_image`, a leaner path into PIL's C PNG decoder)
   and `workers` processes decoding from memory at once (what the CPUs actually
   give on a shared machine);
 - distgan: `ShardSource.next_batch()` (float (B, C, H, W) in [-1, 1] on the main
