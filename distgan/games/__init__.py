@@ -28,6 +28,7 @@ from distgan.games.conditional import ACGANGame, ConditionalGame
 from distgan.games.context_encoder import ContextEncoderGame
 from distgan.games.gan import AdversarialGame
 from distgan.games.infogan import InfoGANGame
+from distgan.games.relativistic import RelativisticGame
 from distgan.games.translation import CycleGame, Pix2PixGame
 from distgan.games.vaegan import VAEGANGame
 from distgan.plugins import import_object
@@ -44,6 +45,7 @@ GAMES: dict[str, type[Game]] = {
     "context_encoder": ContextEncoderGame,
     "bigan": BiGANGame,
     "vaegan": VAEGANGame,
+    "relativistic": RelativisticGame,
 }
 
 __all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",
