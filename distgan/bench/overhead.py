@@ -1,26 +1,35 @@
-"""Trainer overhead: distgan's training step vs a bare PyTorch loop of the same nets, on 1 and N processes.
+"""Trainer overhead: distgan's training step, and its whole loop, vs a bare PyTorch loop of the same
+nets, on 1 and N processes.
 
-Both sides train the config's nets (built by distgan, the same architecture, init, batch and
+Every side trains the config's nets (built by distgan, the same architecture, init, batch and
 precision) with the config's optimizers. The bare loop is what a user would write by hand: a D step
 (G under no_grad, softplus losses), a G step, an EMA lerp, random "images" already on the device, no
 checks; on N processes both nets are plain DDP (gloo on CPU, `broadcast_buffers=False`, as distgan).
-The distgan side is the real `Trainer` doing what `fit` does at every step (`train_step`, and on
-N > 1 the stop-request all-reduce); the periodic work (log lines every `log.every`, samples,
-checkpoints) is left out of both.
+Two figures for distgan, both from the real `Trainer`:
 
-Rounds interleave the two loops and the world sizes (round r: 1 process distgan/bare, then N processes
-distgan/bare, the order of the pair alternating), so a shared machine's load drifts over both alike;
-the table gives each round's steps/s and ratio, the medians, and the load average around each round.
+- step: `Trainer.train_step`, the step `fit` runs (phases, EMA, the stop vote), called in a loop;
+- loop: `Trainer.advance`, one iteration of `fit` as `distgan train` runs it: the step with the
+  config's data, then the log line at the config's `log.every` (stats reduced over ranks, perf/*,
+  metrics.jsonl and the console line, which goes to a buffer here). Samples, checkpoints and
+  evaluation are off (`_FORCED`) in both figures.
+
+Rounds interleave the loops and the world sizes (round r: 1 process bare/step/loop, then N processes
+the same, the order reversed every other round), so a shared machine's load drifts over all alike;
+the table gives each round's steps/s and ratios, the medians, and the load average around each round.
 After the rounds, one pass per world size splits a step's time (ms per step: data wait, D, G, sync,
-EMA, the rest) for both loops and counts the collectives distgan adds to DDP's gradient all-reduces.
+EMA, the rest) for the step and the bare loop and counts the collectives distgan adds to DDP's
+gradient all-reduces.
 
     distgan bench overhead                                  # DCGAN-32, width 32, batch 64; 1 and 2 processes
+    distgan bench overhead --rounds 3 --steps 300           # the setting of docs/benchmarks.md
     distgan bench overhead --procs 1 --rounds 1 --steps 2 --warmup 1 -- data.resolution=8 ...   # the CI form
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import queue
 import socket
@@ -42,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per loop per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each loop before the rounds")
+    parser.add_argument("--split-steps", type=int, default=30,
+                        help="steps of the pass after the rounds that splits a step's time (at most --steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (after --)")
 
@@ -73,8 +84,9 @@ class BareLoop:
         import torch
 
         from distgan.games import build_game
+        from distgan.train.distributed import wrap_ddp
         from distgan.train.meter import StepMeter
-        from distgan.train.trainer import _build_optimizer, wrap_ddp
+        from distgan.train.optimizers import build_optimizer
 
         self.torch = torch
         self.device, self.batch, self.z_dim = trainer.device, cfg.train.batch_size, cfg.model.z_dim
@@ -85,8 +97,8 @@ class BareLoop:
         self.ema_weight = 1.0 - cfg.train.ema_decay
         self.G_raw, self.D_raw = G, D
         self.G, self.D = wrap_ddp(G, self.device, trainer.world), wrap_ddp(D, self.device, trainer.world)
-        self.opt_g = _build_optimizer(G.parameters(), cfg.optim["g"], self.device)  # the same kinds as distgan's
-        self.opt_d = _build_optimizer(D.parameters(), cfg.optim["d"], self.device)
+        self.opt_g = build_optimizer(G.parameters(), cfg.optim["g"], self.device)  # the same kinds as distgan's
+        self.opt_d = build_optimizer(D.parameters(), cfg.optim["d"], self.device)
         self.G_params = list(G.parameters())
         # Random "images" already on the device: the bare loop pays nothing for data.
         self.images = torch.rand(16 * self.batch, *trainer.data.info.shape, device=self.device) * 2 - 1
@@ -128,12 +140,10 @@ class BareLoop:
             torch._foreach_lerp_(self.ema_params, self.G_params, self.ema_weight)
 
 
-def _distgan_step(trainer) -> None:
-    """What `Trainer.fit` does at every step, less the periodic log/sample/checkpoint work."""
-    trainer.train_step()
-    if trainer.world > 1:
-        with trainer.meter.region("sync"):
-            trainer._stop_requested()
+def _whole_loop(trainer) -> None:
+    """One iteration of `fit` (`Trainer.advance`), its console line kept off the report."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.advance()
 
 
 class _Counted:
@@ -186,16 +196,15 @@ class Bench:
         if args.threads:
             torch.set_num_threads(args.threads)
         self.cfg = _config(args, run_dir)
-        self.trainer = Trainer(self.cfg)
-        if not hasattr(self.trainer, "meter"):  # a trainer from before the meter (before/after comparisons)
-            from distgan.train.meter import StepMeter
-
-            self.trainer.meter = StepMeter(self.trainer.device)
+        with contextlib.redirect_stdout(io.StringIO()):  # the trainer's start-up line
+            self.trainer = Trainer(self.cfg)
         self.bare = BareLoop(self.cfg, self.trainer)
         self.world = self.trainer.world
         self.steps = args.steps
+        self.split_steps = max(1, min(args.split_steps, args.steps))
         for _ in range(args.warmup):
-            _distgan_step(self.trainer)
+            _whole_loop(self.trainer)  # the first counts the step's FLOPs, as fit's first step does
+            self.trainer.train_step()
             self.bare.step()
 
     def _timed(self, step) -> float:
@@ -220,7 +229,8 @@ class Bench:
 
     def round(self, bare_first: bool) -> dict:
         load = os.getloadavg()[0]
-        loops = [("bare", self.bare.step), ("distgan", lambda: _distgan_step(self.trainer))]
+        loops = [("bare", self.bare.step), ("distgan", self.trainer.train_step),
+                 ("loop", lambda: _whole_loop(self.trainer))]
         out = {name: self._timed(fn) for name, fn in (loops if bare_first else loops[::-1])}
         out["load"] = (load, os.getloadavg()[0])
         return out
@@ -232,24 +242,24 @@ class Bench:
         out = {}
         with _Counted() as counted:
             t = time.perf_counter()
-            for _ in range(self.steps):
-                _distgan_step(self.trainer)
+            for _ in range(self.split_steps):
+                self.trainer.train_step()
             self._sync()
             total = time.perf_counter() - t
         out["distgan"] = self._per_step(self.trainer.meter.read(), total)
-        out["distgan_collectives"] = (counted.calls / self.steps, 1000 * counted.seconds / self.steps,
-                                      counted.async_calls / self.steps)
+        out["distgan_collectives"] = (counted.calls / self.split_steps, 1000 * counted.seconds / self.split_steps,
+                                      counted.async_calls / self.split_steps)
         t = time.perf_counter()
-        for _ in range(self.steps):
+        for _ in range(self.split_steps):
             self.bare.step()
         self._sync()
         out["bare"] = self._per_step(self.bare.meter.read(), time.perf_counter() - t)
         return out
 
     def _per_step(self, regions: dict, total: float) -> dict:
-        ms = {k: 1000 * v / self.steps for k, v in regions.items()}
-        ms["other"] = 1000 * total / self.steps - sum(ms.values())
-        ms["step"] = 1000 * total / self.steps
+        ms = {k: 1000 * v / self.split_steps for k, v in regions.items()}
+        ms["other"] = 1000 * total / self.split_steps - sum(ms.values())
+        ms["step"] = 1000 * total / self.split_steps
         return ms
 
 
@@ -353,32 +363,39 @@ def _report(args, cfg, rounds: dict, splits: dict) -> str:
     lines.append(f"config {args.config} {' '.join(args.overrides)}; batch {cfg.train.batch_size} per process, "
                  f"{args.steps} timed steps per loop per round, {args.threads} thread(s) per process")
     lines.append("")
-    lines.append("| round | procs | load avg (1 min, before/after) | distgan steps/s | bare steps/s | ratio |")
-    lines.append("|---:|---:|---|---:|---:|---:|")
+    lines.append("| round | procs | load avg (1 min, before/after) | bare steps/s | distgan step steps/s | ratio "
+                 "| distgan whole loop steps/s | ratio |")
+    lines.append("|---:|---:|---|---:|---:|---:|---:|---:|")
     for w, rs in rounds.items():
         for i, r in enumerate(rs):
-            lines.append(f"| {i} | {w} | {r['load'][0]:.2f} / {r['load'][1]:.2f} | {r['distgan']:.2f} | "
-                         f"{r['bare']:.2f} | {r['distgan'] / r['bare']:.3f} |")
+            lines.append(f"| {i} | {w} | {r['load'][0]:.2f} / {r['load'][1]:.2f} | {r['bare']:.2f} | "
+                         f"{r['distgan']:.2f} | {r['distgan'] / r['bare']:.3f} | {r['loop']:.2f} | "
+                         f"{r['loop'] / r['bare']:.3f} |")
     lines.append("")
-    lines.append("| procs | median distgan img/s (global) | median bare img/s | median ratio (min-max) |")
-    lines.append("|---:|---:|---:|---|")
+    lines.append("img/s of distgan / img/s of the bare loop (random images already on the device), medians over "
+                 "the rounds:")
+    lines.append("")
+    lines.append("| procs | figure | median distgan img/s (global) | median bare img/s | median ratio (min-max) |")
+    lines.append("|---:|---|---:|---:|---|")
     for w, rs in rounds.items():
-        ratios = [r["distgan"] / r["bare"] for r in rs]
-        lines.append(f"| {w} | {statistics.median(r['distgan'] for r in rs) * imgs[w]:.0f} | "
-                     f"{statistics.median(r['bare'] for r in rs) * imgs[w]:.0f} | {statistics.median(ratios):.3f} "
-                     f"({min(ratios):.3f}-{max(ratios):.3f}) |")
+        for key, figure in (("distgan", "step (Trainer.train_step)"), ("loop", "whole loop (Trainer.advance)")):
+            ratios = [r[key] / r["bare"] for r in rs]
+            lines.append(f"| {w} | {figure} | {statistics.median(r[key] for r in rs) * imgs[w]:.0f} | "
+                         f"{statistics.median(r['bare'] for r in rs) * imgs[w]:.0f} | {statistics.median(ratios):.3f} "
+                         f"({min(ratios):.3f}-{max(ratios):.3f}) |")
     sizes = sorted(rounds)
     if len(sizes) > 1:
         one = sizes[0]
         lines.append("")
         lines.append(f"Scaling (global img/s at N processes / at {one}, per round):")
         for w in sizes[1:]:
-            for name in ("distgan", "bare"):
+            for name in ("distgan", "loop", "bare"):
                 per = [rounds[w][i][name] * imgs[w] / (rounds[one][i][name] * imgs[one]) for i in range(len(rounds[w]))]
                 lines.append(f"  {name:8s} {w} procs: median {statistics.median(per):.2f}x "
                              f"({min(per):.2f}-{max(per):.2f})")
     lines.append("")
-    lines.append("Where a step's time goes (ms per step, one pass after the rounds; rank 0):")
+    split_steps = max(1, min(args.split_steps, args.steps))
+    lines.append(f"Where a step's time goes (ms per step, one pass of {split_steps} steps after the rounds; rank 0):")
     regions = ["data", "D", "G", "sync", "ema", "other", "step"]
     lines.append("| procs | loop | " + " | ".join(regions) + " | blocking collectives of its own per step (ms) "
                  "| gradient all-reduces via its comm hook per step |")
@@ -416,8 +433,9 @@ def run(args) -> int:
                 for w, side in sides.items():
                     rounds[w].append(side.ask("round", i % 2 == 0))
                     r = rounds[w][-1]
-                    print(f"round {i} procs {w}: distgan {r['distgan']:.2f} steps/s, bare {r['bare']:.2f}, "
-                          f"ratio {r['distgan'] / r['bare']:.3f}, load {r['load'][0]:.2f}", flush=True)
+                    print(f"round {i} procs {w}: distgan step {r['distgan']:.2f} steps/s (ratio "
+                          f"{r['distgan'] / r['bare']:.3f}), whole loop {r['loop']:.2f} (ratio "
+                          f"{r['loop'] / r['bare']:.3f}), bare {r['bare']:.2f}, load {r['load'][0]:.2f}", flush=True)
             splits = {w: side.ask("split") for w, side in sides.items()}
         finally:
             for side in sides.values():

@@ -1,10 +1,15 @@
-"""Which device a process uses."""
+"""Which device a process uses, and how the nets run there: numerics, precision, compilation."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import nullcontext
 
 import torch
+from torch import nn
+
+from distgan.errors import ConfigError
 
 
 def wants_cpu() -> bool:
@@ -29,3 +34,31 @@ def set_numerics(deterministic: bool, tf32: bool) -> bool:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     return tf32
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 where the GPU supports it (no loss scaling needed), else full precision."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved precision (no, bf16 or fp16) on `device`."""
+    if precision == "no":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def compile_nets(nets: dict[str, nn.Module], device: torch.device) -> dict[str, nn.Module]:
+    """train.compile: torch.compile (inductor) of each net as the games call it (DDP included, whose
+    gradient buckets dynamo's DDP optimizer splits the graph at). Each net compiles at its first calls,
+    once per way it is used (trained, or frozen in the other player's phase). On CPU inductor writes
+    C++, so it needs a compiler; without one this fails here rather than at the first step."""
+    if device.type == "cpu":
+        compiler = os.environ.get("CXX") or "g++"
+        if shutil.which(compiler) is None:
+            raise ConfigError(f"train.compile=true on CPU needs a C++ compiler for torch.compile's inductor "
+                              f"backend, and {compiler!r} is not on PATH (set CXX, install g++, or "
+                              f"train.compile=false)")
+    return {name: torch.compile(net) for name, net in nets.items()}

@@ -106,3 +106,25 @@ class StepMeter:
             totals[name] += self._seconds(start, end) - sum(self._seconds(a, b) for a, b in children)
         self._closed.clear()
         return dict(totals)
+
+
+def perf_split(regions: dict[str, float], steps: int, elapsed: float, *, flops_per_step: Optional[int],
+               device: torch.device, precision: str, tf32: bool, world: int) -> dict[str, float]:
+    """perf/ms_per_step/<region> (data, each phase, sync, ema, other = the rest of the loop: logging,
+    sampling, checkpoints) from a meter's `read` over `steps` steps that took `elapsed` seconds, and
+    the FLOP rate of these steps from the FLOPs counted at the first (all ranks together)."""
+    if steps <= 0 or elapsed <= 0:
+        return {}
+    split = {f"perf/ms_per_step/{k}": 1000 * v / steps for k, v in regions.items()}
+    split["perf/ms_per_step/other"] = 1000 * elapsed / steps - sum(split.values())
+    if flops_per_step:
+        rate = flops_per_step * steps / elapsed
+        split["perf/flop_per_step"] = float(flops_per_step)
+        if device.type == "cuda":
+            split["perf/tflop_per_s"] = rate / 1e12
+            peak = peak_flops(device, precision, tf32)
+            if peak:  # model FLOPs utilisation: achieved / (peak of one GPU x GPUs)
+                split["perf/mfu"] = rate / (peak * world)
+        else:
+            split["perf/gflop_per_s"] = rate / 1e9
+    return split

@@ -48,7 +48,7 @@ def test_compile_without_a_cpu_compiler_is_a_config_error(monkeypatch):
     import torch
     from torch import nn
 
-    from distgan.train.trainer import compile_nets
+    from distgan.train.devices import compile_nets
 
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
     with pytest.raises(ConfigError, match="train.compile=true"):

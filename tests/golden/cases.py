@@ -54,9 +54,9 @@ def run_case(name: str, run_dir: Path) -> dict:
     """Train case `name` in this process; its losses per step, precision and weight statistics."""
     import torch
 
-    from distgan.bench.mixtures import _reset_accelerate
+    from distgan.train.distributed import reset_accelerate as _reset_accelerate
     from distgan.cli import main
-    from distgan.train.trainer import resolve_precision
+    from distgan.train.devices import resolve_precision
     from tests.helpers import flat_tensors, latest_state, metrics
 
     torch.set_num_threads(1)

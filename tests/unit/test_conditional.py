@@ -13,7 +13,7 @@ from distgan.config import load_config
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
 from distgan.games import Conditions, StepContext, build_game
-from distgan.train.trainer import plan_phases
+from distgan.train.phases import plan_phases
 
 INFO = DataInfo(kind="images", shape=(1, 8, 8), num_classes=10)
 TINY = ["data.resolution=8", "model.z_dim=8", "model.g.width=4", "model.d.width=4", "model.g.norm=none",

@@ -84,7 +84,7 @@ def test_shipped_configs_load():
 def test_precision_auto_is_full_precision_on_cpu():
     import torch
 
-    from distgan.train.trainer import resolve_precision
+    from distgan.train.devices import resolve_precision
 
     assert load_config(None).train.precision == "auto"
     assert resolve_precision("auto", torch.device("cpu")) == "no"

@@ -14,7 +14,7 @@ from distgan.games import StepContext, build_game
 from distgan.games.vaegan import kl_to_prior, squared_error
 from distgan.models import build_net
 from distgan.nn.dropout import StepDropout, dropout_masks
-from distgan.train.trainer import plan_phases
+from distgan.train.phases import plan_phases
 
 INFO = DataInfo(kind="images", shape=(1, 8, 8), num_classes=10)
 TINY = ["data.resolution=8", "model.z_dim=6", "model.g.width=4", "model.d.width=4", "model.e.width=4",

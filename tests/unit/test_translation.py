@@ -14,7 +14,7 @@ from distgan.games.history import ImageHistory
 from distgan.models.patchgan import PatchDiscriminator, patch_grid, receptive_field
 from distgan.models.resnet_translator import ResNetTranslator
 from distgan.models.unet import UNetGenerator
-from distgan.train.trainer import lr_scale
+from distgan.train.optimizers import lr_scale
 
 # ----------------------------------------------------------------------------- domains
 
