@@ -48,15 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dotted config overrides applied to every run (before the options, or after --)")
 
 
-def _reset_accelerate() -> None:
-    """Forget the process-wide Accelerate state so the next Trainer builds a fresh one."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    PartialState._reset_state()
-    GradientState._reset_state()
-
-
 def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path, num: int,
                     sample_seed: int = 0) -> dict:
     """One training run plus its mode metrics (see the module docstring)."""
@@ -66,20 +57,21 @@ def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path,
     from distgan.data.builtin import MIXTURES, mixture
     from distgan.metrics.modes import mode_metrics
     from distgan.sampling import generate
+    from distgan.train.distributed import reset_accelerate
     from distgan.train.export import load_generator
     from distgan.train.trainer import Trainer
 
     cfg = load_config(config, list(overrides) + [f"train.seed={seed}", f"run.dir={run_dir}", "train.resume=never"])
     if cfg.data.name not in MIXTURES:
         raise ConfigError(f"{config}: data.name={cfg.data.name} is not a 2-D mixture ({', '.join(MIXTURES)})")
-    _reset_accelerate()
+    reset_accelerate()
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     steps = trainer.fit()
     wall = time.perf_counter() - t0
     trainer.acc.end_training()
     del trainer
-    _reset_accelerate()
+    reset_accelerate()
 
     game, nets, run_cfg = load_generator(run_dir, use_ema=True)
     samples = generate(game, nets, num, seed=sample_seed, device=torch.device("cpu")).x

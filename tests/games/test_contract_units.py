@@ -10,7 +10,7 @@ from distgan.config import load_config
 from distgan.errors import ConfigError
 from distgan.games import DISCRIMINATOR, GENERATOR, Game, Phase
 from distgan.games.history import ImageHistory
-from distgan.train.trainer import plan_phases
+from distgan.train.phases import plan_phases
 from tests.helpers import TINY_DCGAN, run_cli
 
 
