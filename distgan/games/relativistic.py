@@ -16,39 +16,17 @@ micro-batch (like BatchNorm's statistics), not over the whole accumulated batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
-from distgan.games.gan import AdversarialConfig, AdversarialGame
+from distgan.games.gan import AdversarialGame
 from distgan.models import build_net
-
-
-@dataclass
-class RelativisticConfig(AdversarialConfig):
-    """`game:` keys of `name: relativistic`: those of `gan` (n_critic, clip; packing and augment
-    apply), with the relativistic losses in place of gan's."""
-
-    implementation: ClassVar[str] = "distgan.games.relativistic:RelativisticGame"
-
-    name: str = "relativistic"
-    # rsgan: relativistic standard GAN; ragan: relativistic average standard GAN (RaSGAN);
-    # ralsgan: relativistic average least squares
-    loss: Literal["rsgan", "ragan", "ralsgan"] = "ragan"
-
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        # The penalties and label smoothing live in gan's D loss, which this game replaces.
-        for key in ("gp_weight", "r1_gamma", "label_smoothing"):
-            if getattr(self, key):
-                raise ConfigError(f"game.{key} is not supported by game.name={self.name} (game.loss={self.loss}); "
-                                  f"leave it at 0")
+from distgan.sections.games import RelativisticConfig
 
 
 # --------------------------------------------------------------------------- the losses

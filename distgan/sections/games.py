@@ -51,9 +51,9 @@ class GameConfig:
 @dataclass
 class AdversarialConfig(GameConfig):
     """`game:` keys of `name: gan`."""
-    implementation: ClassVar[str] = "distgan.games.gan:AdversarialGame"
 
     name: str = "gan"
+    implementation: ClassVar[str] = "distgan.games.gan:AdversarialGame"
     # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge,
     # or an f-GAN divergence (Nowozin et al. 2016): fgan_kl | fgan_reverse_kl | fgan_pearson |
     # fgan_hellinger | fgan_js | fgan_gan
@@ -94,9 +94,9 @@ class AdversarialConfig(GameConfig):
 @dataclass
 class ConditionalConfig(GameConfig):
     """`game:` keys of `name: cgan`."""
-    implementation: ClassVar[str] = "distgan.games.conditional:ConditionalGame"
 
     name: str = "cgan"
+    implementation: ClassVar[str] = "distgan.games.conditional:ConditionalGame"
     # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
     loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
     noise: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I), or U[-1, 1] as in the Keras AC-GAN example
@@ -117,9 +117,9 @@ class ConditionalConfig(GameConfig):
 @dataclass
 class ACGANConfig(ConditionalConfig):
     """`game:` keys of `name: acgan`."""
-    implementation: ClassVar[str] = "distgan.games.conditional:ACGANGame"
 
     name: str = "acgan"
+    implementation: ClassVar[str] = "distgan.games.conditional:ACGANGame"
     aux_weight: float = 1.0  # weight of the auxiliary class cross-entropy in both players' losses
     # Scale of D's auxiliary term on fakes (1 = the paper and the Keras example; 0 = D's classifier
     # learns from real samples only, so G cannot make its own version of a class pass as that class).
@@ -137,9 +137,9 @@ class ACGANConfig(ConditionalConfig):
 @dataclass
 class BigGANConfig(ConditionalConfig):
     """`game:` keys of `name: biggan`."""
-    implementation: ClassVar[str] = "distgan.games.biggan:BigGANGame"
 
     name: str = "biggan"
+    implementation: ClassVar[str] = "distgan.games.biggan:BigGANGame"
     loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "hinge"
     n_critic: int = 2  # D steps per G step
     # Weight of the orthogonal regularisation ||W W^T * (1 - I)||_F^2 summed over G's weights (not its
@@ -171,9 +171,9 @@ class BigGANConfig(ConditionalConfig):
 @dataclass
 class InfoGANConfig(GameConfig):
     """`game:` keys of `name: infogan`."""
-    implementation: ClassVar[str] = "distgan.games.infogan:InfoGANGame"
 
     name: str = "infogan"
+    implementation: ClassVar[str] = "distgan.games.infogan:InfoGANGame"
     categories: int = 10  # classes of the categorical code (0 = none)
     continuous: int = 2  # continuous codes, uniform in [-1, 1]
     info_weight: float = 1.0  # lambda: weight of the mutual-information loss in both players' losses
@@ -205,9 +205,9 @@ class InfoGANConfig(GameConfig):
 @dataclass
 class Pix2PixConfig(GameConfig):
     """`game:` keys of `name: pix2pix`."""
-    implementation: ClassVar[str] = "distgan.games.translation:Pix2PixGame"
 
     name: str = "pix2pix"
+    implementation: ClassVar[str] = "distgan.games.translation:Pix2PixGame"
     loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
     l1_weight: float = 100.0  # lambda of the L1 term
     direction: Literal["AB", "BA"] = "AB"  # AB: batch.x -> batch.x_b; BA: batch.x_b -> batch.x
@@ -226,9 +226,9 @@ class Pix2PixConfig(GameConfig):
 @dataclass
 class CycleConfig(GameConfig):
     """`game:` keys of `name: cyclegan` (and of DualGAN and DiscoGAN, which are configs of it)."""
-    implementation: ClassVar[str] = "distgan.games.translation:CycleGame"
 
     name: str = "cyclegan"
+    implementation: ClassVar[str] = "distgan.games.translation:CycleGame"
     # The adversarial loss: least_squares (CycleGAN), wasserstein (DualGAN, with game.clip),
     # nonsaturating (DiscoGAN).
     loss: Literal["least_squares", "wasserstein", "nonsaturating"] = "least_squares"
@@ -253,9 +253,9 @@ class CycleConfig(GameConfig):
 @dataclass
 class CoGANConfig(GameConfig):
     """`game:` keys of `name: cogan`."""
-    implementation: ClassVar[str] = "distgan.games.cogan:CoGANGame"
 
     name: str = "cogan"
+    implementation: ClassVar[str] = "distgan.games.cogan:CoGANGame"
     loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"
 
     def validate(self, cfg) -> None:
@@ -282,9 +282,9 @@ class CoGANConfig(GameConfig):
 @dataclass
 class ContextEncoderConfig(GameConfig):
     """`game:` keys of `name: context_encoder`."""
-    implementation: ClassVar[str] = "distgan.games.context_encoder:ContextEncoderGame"
 
     name: str = "context_encoder"
+    implementation: ClassVar[str] = "distgan.games.context_encoder:ContextEncoderGame"
     loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
     rec_weight: float = 0.999  # weight of the masked-region L2 reconstruction
     adv_weight: float = 0.001  # weight of the adversarial term
@@ -301,9 +301,9 @@ class ContextEncoderConfig(GameConfig):
 @dataclass
 class BiGANConfig(GameConfig):
     """`game:` keys of `name: bigan`."""
-    implementation: ClassVar[str] = "distgan.games.bigan:BiGANGame"
 
     name: str = "bigan"
+    implementation: ClassVar[str] = "distgan.games.bigan:BiGANGame"
     # ALI's encoder: E(x) is a mean and a log-variance, and D sees a draw from that Gaussian.
     stochastic_encoder: bool = False
     # ALI's D: dropout of this probability after every activation of D (x-branch, z-branch, joint).
@@ -319,9 +319,9 @@ class BiGANConfig(GameConfig):
 @dataclass
 class VAEGANConfig(GameConfig):
     """`game:` keys of `name: vaegan`."""
-    implementation: ClassVar[str] = "distgan.games.vaegan:VAEGANGame"
 
     name: str = "vaegan"
+    implementation: ClassVar[str] = "distgan.games.vaegan:VAEGANGame"
     # Weight of the reconstruction error in the decoder's loss against the adversarial one (the paper's
     # gamma); the encoder's loss is KL + reconstruction, unweighted.
     gamma: float = 1.0
@@ -341,6 +341,26 @@ class VAEGANConfig(GameConfig):
                               f"not {cfg.model.d.arch}")
 
 
+@dataclass
+class RelativisticConfig(AdversarialConfig):
+    """`game:` keys of `name: relativistic`: those of `gan` (n_critic, clip; packing and augment
+    apply), with the relativistic losses in place of gan's."""
+
+    name: str = "relativistic"
+    implementation: ClassVar[str] = "distgan.games.relativistic:RelativisticGame"
+    # rsgan: relativistic standard GAN; ragan: relativistic average standard GAN (RaSGAN);
+    # ralsgan: relativistic average least squares
+    loss: Literal["rsgan", "ragan", "ralsgan"] = "ragan"
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        # The penalties and label smoothing live in gan's D loss, which this game replaces.
+        for key in ("gp_weight", "r1_gamma", "label_smoothing"):
+            if getattr(self, key):
+                raise ConfigError(f"game.{key} is not supported by game.name={self.name} (game.loss={self.loss}); "
+                                  f"leave it at 0")
+
+
 # game.name -> its section (and through it, its code). One line per game.
 GAMES: dict[str, type[GameConfig]] = {
     "gan": AdversarialConfig,
@@ -354,4 +374,5 @@ GAMES: dict[str, type[GameConfig]] = {
     "context_encoder": ContextEncoderConfig,
     "bigan": BiGANConfig,
     "vaegan": VAEGANConfig,
+    "relativistic": RelativisticConfig,
 }

@@ -50,12 +50,12 @@ def test_torch_stand_in_really_stops_torch(tmp_path):
 
 
 def test_dry_run_names_a_bad_key_and_warns_of_files_it_cannot_reach_without_torch(tmp_path):
-    proc = _without_torch(tmp_path, "train", "configs/dcgan_digits.yaml", "--dry-run", "train.stpes=3")
+    proc = _without_torch(tmp_path, "train", "configs/dcgan_digits.yaml", "train.stpes=3", "--dry-run")
     assert proc.returncode == 2 and "unknown config key train.stpes" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     # Shards this machine does not have (a login node without the data mount): named, not fatal.
-    proc = _without_torch(tmp_path, "train", "configs/dcgan_digits.yaml", "--dry-run", "data.name=shards",
-                          f"data.shards={tmp_path}/gone-{{000..001}}.tar")
+    proc = _without_torch(tmp_path, "train", "configs/dcgan_digits.yaml", "data.name=shards",
+                          f"data.shards={tmp_path}/gone-{{000..001}}.tar", "--dry-run")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     assert "warning: not checked here: data.shards=" in proc.stderr and "2 of 2 paths missing" in proc.stderr
 
@@ -74,6 +74,6 @@ def test_dry_run_runs_the_file_checks_where_the_files_are(tmp_path):
             Image.fromarray(image, "L").save(tmp_path / "src" / side / f"d{i}.png")
     subprocess.run([sys.executable, "-m", "distgan", "data", "pack", str(tmp_path / "src"), str(tmp_path / "paired"),
                     "--layout", "paired", "--quiet"], cwd=ROOT, check=True, capture_output=True)
-    proc = _without_torch(tmp_path, "train", "configs/cogan_digits_negative.yaml", "--dry-run", "data.name=shards",
-                          "data.pairing=paired", f"data.shards={tmp_path / 'paired'}")
+    proc = _without_torch(tmp_path, "train", "configs/cogan_digits_negative.yaml", "data.name=shards",
+                          "data.pairing=paired", "data.split=all", f"data.shards={tmp_path / 'paired'}", "--dry-run")
     assert proc.returncode == 2 and "are paired" in proc.stderr and "Traceback" not in proc.stderr

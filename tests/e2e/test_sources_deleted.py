@@ -70,5 +70,5 @@ def test_run_resumed_from_another_runs_checkpoint_is_used_after_the_source_is_de
             f"train.resume={checkpoint}", f"run.dir={run}")
     shutil.rmtree(source)
     _use_without_sources(run, tmp_path, "resumed", "--metrics", "fid,is")
-    proc = run_cli("train", "configs/dcgan_digits.yaml", "--dry-run", f"train.resume={checkpoint}", check=False)
+    proc = run_cli("train", "configs/dcgan_digits.yaml", f"train.resume={checkpoint}", "--dry-run", check=False)
     assert proc.returncode == 2 and "train.resume=" in proc.stderr
