@@ -18,16 +18,13 @@ one process with the global batch, and p (in the game's state) is the same on ev
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distgan.errors import ConfigError
-
-if TYPE_CHECKING:
-    from distgan.games.base import StepContext
+from distgan.step_context import StepContext
 
 TRANSLATION_RATIO = 1 / 8  # DiffAugment's and ADA's integer translation: up to 1/8 of the side
 CUTOUT_RATIO = 1 / 2  # DiffAugment's cutout: a square of half the side
@@ -261,36 +258,3 @@ class Augment:
 def build_augment(cfg) -> Optional[Augment]:
     """The augmenter of a config's `augment:` section; None for augment.name=none."""
     return None if cfg.augment.name == "none" else Augment(cfg.augment)
-
-
-def validate_augment(cfg) -> None:
-    """Cross-field checks of the `augment:` section; ConfigError naming the key."""
-    from distgan.config import POINT_DATA, AugmentConfig
-
-    acfg = cfg.augment
-    if acfg.name == "none":
-        changed = [k for k in ("policy", "p", "target", "interval", "kimg")
-                   if getattr(acfg, k) != getattr(AugmentConfig(), k)]
-        if changed:
-            raise ConfigError(f"augment.{changed[0]} applies with augment.name=diffaugment or ada (augment.name=none)")
-        return
-    for name in acfg.policy:
-        if name not in OPS:
-            raise ConfigError(f"augment.policy: unknown op {name!r} (choose from {', '.join(OPS)})")
-    if cfg.data.name in POINT_DATA:
-        raise ConfigError(f"augment.name={acfg.name} augments images; data.name={cfg.data.name} is 2-D points")
-    if not type(cfg.game).supports_augment:
-        raise ConfigError(f"augment.name={acfg.name}: game.name={cfg.game.name} does not route D's inputs "
-                          f"through the augmentation (gan, cgan, acgan and infogan do)")
-    if acfg.name == "diffaugment":
-        for key in ("p", "target", "interval", "kimg"):
-            if getattr(acfg, key) != getattr(AugmentConfig(), key):
-                raise ConfigError(f"augment.{key} applies to augment.name=ada only (DiffAugment always augments)")
-    if not 0.0 <= acfg.p <= 1.0:
-        raise ConfigError(f"augment.p must be in [0, 1], got {acfg.p}")
-    if not -1.0 < acfg.target < 1.0:
-        raise ConfigError(f"augment.target must be in (-1, 1) (a mean of signs), got {acfg.target}")
-    if acfg.interval <= 0:
-        raise ConfigError(f"augment.interval must be > 0, got {acfg.interval}")
-    if acfg.kimg <= 0:
-        raise ConfigError(f"augment.kimg must be > 0, got {acfg.kimg}")

@@ -55,7 +55,8 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def _sample_conditions(args: argparse.Namespace, game, nets):
-    """Conditions from `distgan sample`'s flags (None: the game draws them), and the grid's row length."""
+    """Conditions from `distgan sample`'s flags (None: the game draws them), and the grid's row length.
+    The game answers whether it takes each (its CapabilityError names the flag and the run's variant)."""
     import torch
 
     from distgan.errors import ConfigError
@@ -63,23 +64,21 @@ def _sample_conditions(args: argparse.Namespace, game, nets):
 
     codes = _sample_codes(args, game)
     if args.label is not None:
-        if not game.conditional:
-            raise ConfigError(f"--label: game.name={type(game).__name__} is unconditional (no labels to ask for)")
+        game.check_labels(flag="--label")
         classes = game.info.num_classes
         if args.label == "all":  # --num per class, class-major: one grid row per class
             labels = torch.arange(classes).repeat_interleave(args.num)
             return Conditions(labels=labels, codes={k: v.repeat(classes) for k, v in codes.items()}), args.num
         try:
-            label = int(args.label)
+            labels = torch.full((args.num,), int(args.label), dtype=torch.long)
         except ValueError:
             raise ConfigError(f"--label {args.label!r}: expected a class index or all") from None
-        if not 0 <= label < classes:
-            raise ConfigError(f"--label {label}: this run has classes 0..{classes - 1}")
-        return Conditions(labels=torch.full((args.num,), label, dtype=torch.long), codes=codes), 0
+        game.check_labels(labels, "--label")
+        return Conditions(labels=labels, codes=codes), 0
     if args.encode:  # G(E(x)): the noise of each sample is the code of one image
-        from distgan.encoding import load_images, reconstruction_conditions, require_encoder
+        from distgan.encoding import load_images, reconstruction_conditions
 
-        require_encoder(game, "--encode")
+        game.check_encoder("--encode")
         if codes or args.inputs:
             raise ConfigError("--encode: the codes come from the images; give no --code or --inputs with it")
         images = load_images(args.encode, game, "--encode")
@@ -87,8 +86,7 @@ def _sample_conditions(args: argparse.Namespace, game, nets):
     if codes:
         return Conditions(codes=codes), 0
     if args.inputs:
-        if not game.image_input:
-            raise ConfigError(f"--inputs: game.name={type(game).__name__} generates from noise, not from images")
+        game.check_inputs(True, "--inputs")
         images = torch.from_numpy(np.load(args.inputs)).float()
         if images.dim() != 4 or tuple(images.shape[1:]) != tuple(game.info.shape):
             raise ConfigError(f"--inputs {args.inputs}: expected (N, {', '.join(map(str, game.info.shape))}) "
@@ -120,9 +118,7 @@ def _sample_codes(args: argparse.Namespace, game) -> dict:
     known, codes = game.latent_codes(), {}
     for item in args.code or []:
         name, sep, raw = item.partition("=")
-        if not sep or name not in known:
-            have = f"the codes {', '.join(known)}" if known else "no latent codes"
-            raise ConfigError(f"--code {item!r}: expected NAME=VALUE, and game.name={type(game).__name__} has {have}")
+        game.check_codes([name if sep else ""], "--code", repr(item))
         try:
             value = int(raw) if known[name] else float(raw)
         except ValueError:
@@ -139,13 +135,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from distgan.errors import ConfigError
     from distgan.log import save_png
+    from distgan.runs import open_run
     from distgan.sampling import generate, sheet
-    from distgan.train.export import load_generator
 
-    game, nets, _cfg = load_generator(Path(args.source), use_ema=not args.no_ema)
+    run = open_run(Path(args.source), use_ema=not args.no_ema)
+    game, nets, _cfg = run.game, run.nets, run.cfg
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
+    game.set_truncation(args.truncation, "--truncation")
+    if args.labels_out:
+        game.check_labels(flag="--labels-out")
     conditions, nrow = _sample_conditions(args, game, nets)
     if conditions is None and game.image_input:  # a translation run: the first --num inputs of its data
         from distgan.games import Conditions
@@ -166,8 +166,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         save_png(sheet(samples, nrow), out)
     if args.labels_out:
-        if samples.labels is None:
-            raise ConfigError("--labels-out: this game's samples have no labels (unconditional)")
         np.save(args.labels_out, samples.labels.numpy())
     print(f"wrote {num} samples to {out}")
     return 0
@@ -176,16 +174,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_encode(args: argparse.Namespace) -> int:
     import torch
 
-    from distgan.encoding import encode, load_images, require_encoder
+    from distgan.encoding import encode, load_images
     from distgan.errors import ConfigError
-    from distgan.train.export import load_generator
+    from distgan.runs import open_run
 
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: the codes are written as a .npy array")
-    game, nets, _cfg = load_generator(Path(args.source), use_ema=not args.no_ema)
-    require_encoder(game, "distgan encode")
-    codes = encode(game, nets, load_images(args.images, game, "IMAGES"), device=torch.device("cpu"))
+    run = open_run(Path(args.source), use_ema=not args.no_ema)
+    run.game.check_encoder("encode")
+    codes = encode(run.game, run.nets, load_images(args.images, run.game, "IMAGES"), device=torch.device("cpu"))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, codes.numpy())
     print(f"wrote {len(codes)} codes of {codes.shape[1]} dimensions to {out}")
@@ -206,7 +204,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from distgan.train.export import export_safetensors
+    from distgan.export import export_safetensors
 
     out = export_safetensors(Path(args.source), Path(args.out), use_ema=not args.no_ema)
     print(f"wrote the generator to {out}")

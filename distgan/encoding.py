@@ -1,4 +1,4 @@
-"""Encoding data with a trained game's encoder (BiGAN, VAE-GAN: `Game.encoder`): E(x) for
+"""Encoding data with a trained game's encoder (BiGAN, VAE-GAN: `Game.check_encoder`): E(x) for
 `distgan encode`, and the codes that `distgan sample --encode` decodes into G(E(x)) (a sample whose
 noise is fixed to E(x) through Conditions.codes["z"]).
 
@@ -19,13 +19,6 @@ from distgan.errors import ConfigError
 from distgan.games.base import Conditions, Game
 
 IMAGE_RANGE_SLACK = 1e-3  # float error of a [-1, 1] image written by another program
-
-
-def require_encoder(game: Game, flag: str) -> None:
-    """ConfigError naming `flag` for a game that cannot encode."""
-    if not game.encoder:
-        raise ConfigError(f"{flag}: this run's game ({type(game).__name__}) has no encoder "
-                          f"(game.name=bigan and vaegan have one)")
 
 
 def load_images(path: str, game: Game, flag: str) -> Tensor:
@@ -52,15 +45,16 @@ def load_images(path: str, game: Game, flag: str) -> Tensor:
 
 @torch.no_grad()
 def encode(game: Game, nets: Mapping[str, nn.Module], images: Tensor, *, device: torch.device,
-           batch: int = 256) -> Tensor:
-    """(N, z_dim) codes E(x) of (N, *sample_shape) images, on the CPU."""
-    require_encoder(game, "encode")
+           batch: int = 256, flag: str = "encode") -> Tensor:
+    """(N, z_dim) codes E(x) of (N, *sample_shape) images, on the CPU; the game's CapabilityError
+    naming `flag` when it has no encoder."""
+    game.check_encoder(flag)
     ready = {name: copy.deepcopy(nets[name]).eval() for name in game.encode_nets}
     codes = [game.encode(ready, images[i : i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)]
     return torch.cat(codes)
 
 
 def reconstruction_conditions(game: Game, nets: Mapping[str, nn.Module], images: Tensor, *,
-                              device: torch.device) -> Conditions:
+                              device: torch.device, flag: str = "--encode") -> Conditions:
     """The conditions under which `distgan.sampling.generate` returns G(E(x)) for every image."""
-    return Conditions(codes={"z": encode(game, nets, images, device=device)})
+    return Conditions(codes={"z": encode(game, nets, images, device=device, flag=flag)})

@@ -15,3 +15,8 @@ class CheckpointError(DistganError, RuntimeError):
 
 class TrainingError(DistganError, RuntimeError):
     """Training cannot go on (non-finite losses, unwritable run dir, ...)."""
+
+
+class CapabilityError(ConfigError):
+    """A flag or key asks a run's game for something it cannot do (labels of an unconditional game,
+    a direction of a one-way translator, ...); the game raises it, naming its variant (game.name)."""

@@ -15,7 +15,9 @@ Sampling always works on copies, so it never disturbs training state, and runs
 with cross-replica BatchNorm in local mode, so one rank can sample alone.
 
 Conditions (labels, codes, input images) are given for all `num` samples and cut
-into the same blocks as the noise; what they leave open, the game draws.
+into the same blocks as the noise; what they leave open, the game draws. What a game
+can be asked for (labels, codes, inputs, truncation) the game answers (distgan.games.base,
+"capabilities"), with the error naming its variant when it cannot.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import torch
 from torch import nn
 
 from distgan.data.base import Batch
-from distgan.errors import ConfigError
 from distgan.games.base import Conditions, Samples, StepContext
 
 BNPolicy = Literal["standing", "running", "train"]
-_STREAM_SAMPLES = 0x5A3F1E
+# Seed streams of sampling: the draws of the samples' block starting at sample i are seeded by
+# (seed, _STREAM_SAMPLE_BLOCKS, i), those of standing-statistics batch j by (seed, _STREAM_STANDING, j).
+_STREAM_SAMPLE_BLOCKS = 0x5A3F1E
 _STREAM_STANDING = 0x57A4D
 STANDING_BATCHES = 16
 
@@ -51,8 +54,8 @@ def _local_stats(nets: Mapping[str, nn.Module]) -> ExitStack:
     return stack
 
 
-def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device, truncation: float = 0.0) -> StepContext:
-    return StepContext(seed_parts, total=n, offset=0, local_batch=n, device=device, truncation=truncation)
+def _ctx(seed_parts: tuple[int, ...], n: int, device: torch.device) -> StepContext:
+    return StepContext(seed_parts, total=n, offset=0, local_batch=n, device=device)
 
 
 @torch.no_grad()
@@ -61,7 +64,8 @@ def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed:
                  truncation: float = 0.0) -> dict[str, nn.Module]:
     """Copies of `nets` set up for sampling under `policy`. Image-input games estimate standing
     statistics on (the first `batch` of) the given input images; standing statistics are gathered
-    with the noise truncated as the samples' will be."""
+    with the noise truncated as the samples' will be (`truncation`: the game's set_truncation)."""
+    game.set_truncation(truncation)
     standing = None
     if conditions is not None and conditions.images is not None:
         standing = Conditions(images=conditions.images[:batch]).to(device)
@@ -80,7 +84,7 @@ def prepare_nets(game, nets: Mapping[str, nn.Module], policy: BNPolicy, *, seed:
     n = batch if standing is None else len(standing.images)
     with _local_stats(copies):
         for i in range(STANDING_BATCHES):
-            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), n, device, truncation), standing)
+            game.sample(copies, _ctx((seed, _STREAM_STANDING, i), n, device), standing)
     return {name: net.eval() for name, net in copies.items()}
 
 
@@ -89,10 +93,8 @@ def generate(game, nets: Mapping[str, nn.Module], num: int, *, seed: int, device
              policy: BNPolicy = "standing", batch: int = 256, conditions: Optional[Conditions] = None,
              truncation: float = 0.0) -> Samples:
     """`num` samples on the CPU, in data space, with what they were conditioned on. `truncation` t > 0:
-    the truncation trick (BigGAN): every normal draw (the noise) with |v| > t is redrawn."""
-    check_conditions(game, conditions, num)
-    if truncation < 0:
-        raise ConfigError(f"truncation must be >= 0 (0 = none), got {truncation}")
+    the truncation trick of a game that has it (BigGAN): noise values with |v| > t are redrawn."""
+    game.check_conditions(conditions, num)
     ready = prepare_nets(game, nets, policy, seed=seed, batch=batch, device=device, conditions=conditions,
                          truncation=truncation)
     out: list[Samples] = []
@@ -100,7 +102,7 @@ def generate(game, nets: Mapping[str, nn.Module], num: int, *, seed: int, device
         for start in range(0, num, batch):
             n = min(batch, num - start)
             rows = conditions.rows(start, start + n).to(device) if conditions is not None else None
-            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLES, start), n, device, truncation), rows).to("cpu"))
+            out.append(game.sample(ready, _ctx((seed, _STREAM_SAMPLE_BLOCKS, start), n, device), rows).to("cpu"))
     return _concat(out)
 
 
@@ -113,46 +115,10 @@ def _concat(parts: list[Samples]) -> Samples:
                    inputs=cat([p.inputs for p in parts]))
 
 
-def check_conditions(game, conditions: Optional[Conditions], num: int) -> None:
-    """ConfigError for conditions this game cannot take, or of the wrong size."""
-    if conditions is None:
-        if game.image_input:
-            raise ConfigError(f"{type(game).__name__} translates input images: give them (distgan sample --inputs)")
-        return
-    if conditions.labels is not None:
-        if not game.conditional:
-            raise ConfigError(f"{type(game).__name__} is unconditional: it takes no labels")
-        classes = game.info.num_classes
-        bad = conditions.labels[(conditions.labels < 0) | (conditions.labels >= classes)]
-        if len(bad):
-            raise ConfigError(f"label {int(bad[0])} is not a class of this run (0..{classes - 1})")
-    known = game.latent_codes()
-    for name in conditions.codes:
-        if name not in known and name != "z":
-            raise ConfigError(f"code {name!r}: {type(game).__name__} has "
-                              f"{'the codes ' + ', '.join(known) if known else 'no latent codes'}")
-    if conditions.images is not None and not game.image_input:
-        raise ConfigError(f"{type(game).__name__} generates from noise: it takes no input images")
-    for name, t in (("labels", conditions.labels), ("images", conditions.images), *conditions.codes.items()):
-        if t is not None and len(t) != num:
-            raise ConfigError(f"{len(t)} {name} given for {num} samples")
-
-
 def grid_conditions(game, count: int, preview: Optional[Callable[[int], Batch]]) -> tuple[Optional[Conditions], int]:
-    """What the training sample grid shows, and images per row: one row per class for conditional
-    games, input | output pairs for image-input games, the game's own picture where it has one
-    (`Game.grid`), else a square of unconditional samples."""
-    own = game.grid(count)
-    if own is not None:
-        return own
-    if game.conditional:
-        classes = game.info.num_classes
-        per_class = max(1, count // classes)
-        return Conditions(labels=torch.arange(classes).repeat_interleave(per_class)), per_class
-    if game.image_input:
-        pairs = max(1, count // 2)
-        return Conditions(images=game.input_images(preview(pairs)).cpu()), 2 * max(1, int(np.sqrt(pairs)))
-    return None, 0
+    """What the training sample grid shows (`Game.grid`: one row per class, input | output pairs, the
+    game's own picture), and images per row; (None, 0): a square of unconditional samples."""
+    return game.grid(count, preview) or (None, 0)
 
 
 def sheet(samples: Samples, nrow: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distgan.errors import ConfigError, DistganError
+from distgan.errors import DistganError
 
 
 class TranslateError(DistganError):
@@ -71,15 +71,14 @@ def translate(source: Path, input_dir: Path, out_dir: Path, *, direction: str = 
     """Translate every readable image of `input_dir` into `out_dir`/<name>.png; returns the outputs."""
     from distgan.games import Conditions
     from distgan.log import save_png
+    from distgan.runs import open_run
     from distgan.sampling import generate
-    from distgan.train.export import load_generator
 
-    game, nets, _cfg = load_generator(source, use_ema=use_ema)
-    if not game.image_input:
-        raise ConfigError(f"{source}: game.name={_cfg.game.name} generates from noise; translate needs an "
-                          f"image-to-image run (pix2pix, cyclegan)")
+    run = open_run(source, use_ema=use_ema)
+    game, nets = run.game, run.nets
+    game.check_inputs(True, "translate")  # an image-to-image run; the game's CapabilityError otherwise
     if direction:
-        game.set_direction(direction)
+        game.set_direction(direction, "--direction")
     channels, side = game.info.shape[0], game.info.shape[-1]
     files, images = read_folder(input_dir, channels, side)
     samples = generate(game, nets, len(images), seed=seed, device=torch.device("cpu"),

@@ -56,9 +56,9 @@ def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path,
     from distgan.config import load_config
     from distgan.data.builtin import MIXTURES, mixture
     from distgan.metrics.modes import mode_metrics
+    from distgan.runs import open_run
     from distgan.sampling import generate
     from distgan.train.distributed import reset_accelerate
-    from distgan.train.export import load_generator
     from distgan.train.trainer import Trainer
 
     cfg = load_config(config, list(overrides) + [f"train.seed={seed}", f"run.dir={run_dir}", "train.resume=never"])
@@ -73,8 +73,9 @@ def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path,
     del trainer
     reset_accelerate()
 
-    game, nets, run_cfg = load_generator(run_dir, use_ema=True)
-    samples = generate(game, nets, num, seed=sample_seed, device=torch.device("cpu")).x
+    run = open_run(run_dir, use_ema=True)
+    run_cfg = run.cfg
+    samples = generate(run.game, run.nets, num, seed=sample_seed, device=torch.device("cpu")).x
     modes, std = mixture(run_cfg.data.name)
     metrics = mode_metrics(samples, modes, std)
     return {"seed": seed, "data": run_cfg.data.name, "steps": steps, "wall_s": wall, **metrics}

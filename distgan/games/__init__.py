@@ -1,7 +1,9 @@
-"""Game registry: `game.name` -> the class that forms its players' losses.
+"""Games: `game.name` -> the class that forms its players' losses.
 
-`game.name` is a registered name, or `module.path:GameClass` for a game that lives
-outside distgan (a research variant, or the contract's test games in tests/games).
+`game.name` is a registered name (distgan.sections.games.GAMES: each game's config section,
+which names its code), or `module.path:GameClass` for a game that lives outside distgan (a
+research variant, or the contract's test games in tests/games). `GAMES` maps every registered
+name to its class; tests may add their own at run time.
 """
 
 from __future__ import annotations
@@ -21,32 +23,11 @@ from distgan.games.base import (
     pick,
     touch,
 )
-from distgan.games.bigan import BiGANGame
-from distgan.games.biggan import BigGANGame
-from distgan.games.cogan import CoGANGame
-from distgan.games.conditional import ACGANGame, ConditionalGame
-from distgan.games.context_encoder import ContextEncoderGame
-from distgan.games.gan import AdversarialGame
-from distgan.games.infogan import InfoGANGame
-from distgan.games.relativistic import RelativisticGame
-from distgan.games.translation import CycleGame, Pix2PixGame
-from distgan.games.vaegan import VAEGANGame
 from distgan.plugins import import_object
+from distgan.sections.games import GAMES as SECTIONS
 
-GAMES: dict[str, type[Game]] = {
-    "gan": AdversarialGame,
-    "cgan": ConditionalGame,
-    "acgan": ACGANGame,
-    "infogan": InfoGANGame,
-    "biggan": BigGANGame,
-    "pix2pix": Pix2PixGame,
-    "cyclegan": CycleGame,
-    "cogan": CoGANGame,
-    "context_encoder": ContextEncoderGame,
-    "bigan": BiGANGame,
-    "vaegan": VAEGANGame,
-    "relativistic": RelativisticGame,
-}
+GAMES: dict[str, type[Game]] = {name: import_object(section.implementation, "game.name")
+                                for name, section in SECTIONS.items()}
 
 __all__ = ["GAMES", "Game", "GameConfig", "Phase", "StepContext", "Conditions", "Samples", "GENERATOR",
            "DISCRIMINATOR", "build_game", "game_class", "pick", "touch"]
@@ -67,6 +48,7 @@ def game_class(name: str) -> type[Game]:
 
 def build_game(cfg, info: DataInfo) -> Game:
     game = game_class(cfg.game.name)(cfg, info)
+    game.variant = cfg.game.name  # what its errors call the run: the name the config gives it
     game.info = info
     game.augment = build_augment(cfg)
     return game

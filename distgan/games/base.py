@@ -7,9 +7,15 @@ and how its loss terms are formed; the trainer does everything else (freezing
 every other net, accumulation, gradient sync, AMP, the non-finite guard, EMA,
 checkpoints) without knowing which family it is running.
 
-A game also owns its config section (a `GameConfig` subclass next to it), its
+A game also owns its config section (a `GameConfig` subclass in distgan.sections.games), its
 state (`state_dict`, saved in every checkpoint) and its sampling: `sample` takes
 optional `Conditions` (labels, codes, input images) and returns `Samples`.
+
+And it answers for its capabilities: which conditions it takes (`check_conditions`,
+`check_labels`, `check_codes`, `check_inputs`), whether it encodes (`check_encoder`, `encode`),
+which directions it translates (`set_direction`), whether its noise can be truncated
+(`set_truncation`). Sampling and the commands ask the game; a game that lacks what a flag asks
+for raises a `CapabilityError` naming its variant as the config names it (`variant`, game.name).
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping, Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from distgan.augment import Augment
-from distgan.config import GameConfig
-from distgan.data.base import Batch, DataInfo, derive_seed, to_device
+from distgan.data.base import Batch, DataInfo
+from distgan.errors import CapabilityError, ConfigError
+from distgan.sections.games import GameConfig
+from distgan.step_context import StepContext, truncate  # noqa: F401  (re-exported: distgan.games)
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
@@ -72,17 +81,6 @@ class Samples:
                        inputs=None if self.inputs is None else self.inputs.to(device))
 
 
-def truncate(z: Tensor, threshold: float, gen: torch.Generator) -> Tensor:
-    """BigGAN's truncation trick: values of the standard normal `z` with |v| > threshold are redrawn
-    from `gen` until none is left (so each is a normal truncated to [-threshold, threshold])."""
-    z = z.clone()
-    outside = z.abs() > threshold
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), generator=gen, dtype=z.dtype)
-        outside = z.abs() > threshold
-    return z
-
-
 def pick(outputs, name: str = "logits") -> Tensor:
     """One named output of a net that returns either a tensor (its logits) or a mapping of outputs."""
     if isinstance(outputs, Tensor):
@@ -97,87 +95,6 @@ def touch(*outputs: Tensor) -> Tensor:
     parameters that produced them (an R1-only loss leaves D's last bias without a gradient).
     Every trained parameter then gets a gradient (zero), as DDP needs on every rank."""
     return sum(o.float().sum() * 0.0 for o in outputs)
-
-
-# --------------------------------------------------------------------------- one micro-batch
-
-
-class StepContext:
-    """Randomness, shared results and collectives for one micro-batch of one phase.
-
-    Every random draw is made for the whole optimizer step, i.e. the *global*
-    batch of all ranks and micro-batches (`total` samples), from a generator
-    seeded by the step coordinates; this micro-batch on this rank keeps the
-    `local_batch` samples starting at `offset`. So P processes x batch B x
-    accumulation A draw exactly what 1 process x batch P*A*B draws, and a resumed
-    run draws what the uninterrupted one did.
-
-    `memo` is this micro-batch's scratch space: what a phase stores there is given to
-    a later phase of the same step that reuses it (`Phase.reuses`).
-    """
-
-    def __init__(self, seed_parts: tuple[int, ...], *, total: int, offset: int, local_batch: int,
-                 device: torch.device, grad_scale: Optional[Callable[[], float]] = None,
-                 all_gather: Optional[Callable[[Tensor], Tensor]] = None, memo: Optional[dict] = None,
-                 micro_global: Optional[tuple[int, int]] = None, truncation: float = 0.0):
-        self._gen = torch.Generator().manual_seed(derive_seed(*seed_parts))
-        # Sampling only (distgan.sampling): the truncation trick (BigGAN), normal draws beyond it redrawn.
-        self.truncation = truncation
-        self.total, self.local_batch = total, local_batch
-        self._lo = offset
-        self.device = device
-        self._grad_scale = grad_scale
-        self._all_gather = all_gather
-        self.memo: dict = {} if memo is None else memo
-        # (start, size) of this micro-batch's global batch within the `total` draws.
-        self._micro = micro_global or (0, total)
-
-    def _slice(self, full: Tensor) -> Tensor:
-        return to_device(full[self._lo : self._lo + self.local_batch], self.device)
-
-    def randn(self, *shape: int) -> Tensor:
-        """(B_local, *shape) standard normal; with `truncation` t > 0, every value with |v| > t is
-        redrawn until none is (a normal truncated to [-t, t], from the same seeded stream)."""
-        full = torch.randn(self.total, *shape, generator=self._gen)
-        if self.truncation > 0:
-            full = truncate(full, self.truncation, self._gen)
-        return self._slice(full)
-
-    def rand(self, *shape: int) -> Tensor:
-        """(B_local, *shape) uniform in [0, 1)."""
-        return self._slice(torch.rand(self.total, *shape, generator=self._gen))
-
-    def randint(self, high: int, *shape: int) -> Tensor:
-        """(B_local, *shape) integers in [0, high)."""
-        return self._slice(torch.randint(high, (self.total, *shape), generator=self._gen))
-
-    def global_rand(self, *shape: int) -> Tensor:
-        """(B_global, *shape) uniform in [0, 1) for this micro-batch's *global* batch, the same on
-        every rank: for decisions about gathered samples (e.g. an image history)."""
-        lo, n = self._micro
-        return to_device(torch.rand(self.total, *shape, generator=self._gen)[lo : lo + n], self.device)
-
-    def gather(self, local: Tensor) -> Tensor:
-        """(B_local, ...) on every rank -> (B_global, ...) of this micro-batch, in rank order
-        (no gradient). On one process it is `local` itself."""
-        return local if self._all_gather is None else self._all_gather(local.detach().contiguous())
-
-    def mine(self, global_rows: Tensor) -> Tensor:
-        """This rank's rows of a (B_global, ...) tensor made by `gather`."""
-        lo, _ = self._micro
-        start = self._lo - lo
-        return global_rows[start : start + self.local_batch]
-
-    def input_grad(self, outputs: Tensor, inputs: Tensor) -> Tensor:
-        """d(sum outputs)/d(inputs) with a graph for penalties (GP, R1).
-
-        Under fp16 the outputs are scaled by the phase's loss scale before the
-        inner backward (small per-sample gradients underflow otherwise) and the
-        result is unscaled, as the PyTorch AMP recipe for gradient penalties does.
-        """
-        scale = self._grad_scale() if self._grad_scale is not None else 1.0
-        (grad,) = torch.autograd.grad(outputs.sum() * scale, inputs, create_graph=True)
-        return grad / scale if scale != 1.0 else grad
 
 
 # --------------------------------------------------------------------------- phases and games
@@ -212,12 +129,18 @@ class Game:
 
     Config: ClassVar[type[GameConfig]] = GameConfig
     ema_nets: tuple[str, ...] = ("G",)
+    # What the game can do (its capabilities), declared here and answered by the methods under
+    # "capabilities" below; nothing outside the game reads these to decide what a run can do.
     conditional: ClassVar[bool] = False  # sample() honours Conditions.labels
     image_input: ClassVar[bool] = False  # sample() translates Conditions.images
     # encode() maps data to latent codes, and sample() honours Conditions.codes["z"] (so G(E(x)) is a
     # sample with z = E(x)); `encode_nets` are the nets encode() calls (kept in ema_nets).
     encoder: ClassVar[bool] = False
     encode_nets: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()  # the directions sample() can translate (set_direction)
+    truncates: ClassVar[bool] = False  # sample() draws its noise truncated to `truncation` (set_truncation)
+    truncation: float = 0.0  # the truncation threshold of sampling (0 = none)
+    variant: str = ""  # game.name as the config writes it (set by build_game): what errors call the run
     info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
     augment: Optional[Augment] = None  # the `augment:` section (set by build_game; None = off)
 
@@ -256,6 +179,14 @@ class Game:
         if self.augment is not None and phase.player == DISCRIMINATOR:
             self.augment.after_d_step()
 
+    def clip_weights(self, player: str, clip: float) -> None:
+        """Weight clipping (WGAN's critic, DualGAN's): every parameter of `player`'s nets clamped to
+        [-clip, clip], in place; for `after_step` of that player's phases."""
+        with torch.no_grad():
+            for name in self.players[player]:
+                for p in self.nets[name].parameters():
+                    p.clamp_(-clip, clip)
+
     def state_dict(self) -> dict:
         """The game's own training state (tensors and plain data), saved in every checkpoint.
         It must be the same on every rank (rank 0's is saved). Overrides extend super()'s."""
@@ -267,20 +198,6 @@ class Game:
             self.augment.load_state_dict(state.pop("augment"))
         if state:
             raise ValueError(f"{type(self).__name__} has no state, but the checkpoint holds {sorted(state)}")
-
-    def latent_codes(self) -> dict[str, int]:
-        """The named codes `sample` honours in Conditions.codes (one value per sample): name -> number of
-        categories, 0 for a continuous code (InfoGAN: cat -> 10, cont0 -> 0)."""
-        return {}
-
-    def grid(self, count: int) -> Optional[tuple[Conditions, int]]:
-        """What the training sample grid shows when the game has its own picture (InfoGAN's code sheets):
-        the conditions of every image and the images per row; None = distgan.sampling's default."""
-        return None
-
-    def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
-        """(B, *sample_shape) data -> (B, z_dim) latent codes, deterministically (games with `encoder`)."""
-        raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
     def metrics(self) -> dict[str, Tensor]:
         """Scalars about the nets or the game's state, logged as `game/<name>` with the losses at every
@@ -298,8 +215,154 @@ class Game:
             out["augment/p"] = torch.tensor(self.augment.p)
         return out
 
+    # ------------------------------------------------------------------ sampling
+
+    def grid(self, count: int, preview: Optional[Callable[[int], Batch]] = None) -> Optional[tuple[Conditions, int]]:
+        """What the training sample grid shows, and the images per row: one row per class for a
+        conditional game, input | output pairs of the first inputs of `preview(n)` (the run's data) for
+        an image-input game; None: a square of `count` unconditional samples. A game with its own
+        picture overrides it (InfoGAN's code sheets)."""
+        if self.conditional:
+            classes = self.info.num_classes
+            per_class = max(1, count // classes)
+            return Conditions(labels=torch.arange(classes).repeat_interleave(per_class)), per_class
+        if self.image_input:
+            pairs = max(1, count // 2)
+            return Conditions(images=self.input_images(preview(pairs)).cpu()), 2 * max(1, int(np.sqrt(pairs)))
+        return None
+
+    # ------------------------------------------------------------------ capabilities
+
+    def lacks(self, flag: str, what: str, capability: str, value: str = "") -> CapabilityError:
+        """The error of a game that lacks `capability` (a key of CAPABLE_GAMES) asked for by `flag`
+        (with `value`): one line naming the run's variant and the games that have it."""
+        asked = f"{flag} {value}" if value else flag
+        return CapabilityError(f"{asked}: this run is a {self._called()} (game.name): {what}; "
+                               f"{flag} applies to runs of {_games_with(capability)}")
+
+    def _called(self) -> str:
+        """What errors call the run: its game.name (a game built by hand, outside build_game: its class)."""
+        return self.variant or type(self).__name__
+
+    def check_labels(self, labels: Optional[Tensor] = None, flag: str = "label") -> None:
+        """CapabilityError unless sample() honours class labels (a conditional game); ConfigError for
+        given (B,) `labels` outside 0..classes-1."""
+        if not self.conditional:
+            raise self.lacks(flag, "it is unconditional (its samples have no labels)", "labels")
+        if labels is None:
+            return
+        classes = self.info.num_classes
+        bad = labels[(labels < 0) | (labels >= classes)]
+        if len(bad):
+            raise ConfigError(f"{flag} {int(bad[0])}: this run has classes 0..{classes - 1}")
+
+    def latent_codes(self) -> dict[str, int]:
+        """The named codes `sample` honours in Conditions.codes (one value per sample): name -> number of
+        categories, 0 for a continuous code (InfoGAN: cat -> 10, cont0 -> 0)."""
+        return {}
+
+    def check_codes(self, names, flag: str = "code", value: str = "") -> None:
+        """CapabilityError unless sample() honours latent codes of these names (`latent_codes`, and "z",
+        the noise itself, which every game takes), asked for by `flag` (with `value`)."""
+        known = self.latent_codes()
+        unknown = [name for name in names if name not in known and name != "z"]
+        if unknown and not known:
+            raise self.lacks(flag, "it has no latent codes", "codes", value)
+        if unknown:
+            asked = f"{flag} {value}" if value else flag
+            raise ConfigError(f"{asked}: expected NAME=VALUE with NAME a code of this run: this "
+                              f"{self._called()} (game.name) has the codes {', '.join(known)}")
+
+    def check_inputs(self, given: bool = True, flag: str = "--inputs") -> None:
+        """CapabilityError unless the game takes input images when they are `given` (sample() translates
+        Conditions.images), or generates without them when they are not."""
+        if given and not self.image_input:
+            raise self.lacks(flag, "it generates from noise, not from images", "inputs")
+        if not given and self.image_input:
+            raise CapabilityError(f"this run is a {self._called()} (game.name): it translates input images: "
+                                  f"give them ({flag})")
+
+    def check_conditions(self, conditions: Optional[Conditions], num: int) -> None:
+        """ConfigError (CapabilityError) for conditions this game cannot take, or of the wrong size."""
+        self.check_inputs(conditions is not None and conditions.images is not None, "input images")
+        if conditions is None:
+            return
+        if conditions.labels is not None:
+            self.check_labels(conditions.labels)
+        self.check_codes(conditions.codes)
+        for name, t in (("labels", conditions.labels), ("images", conditions.images), *conditions.codes.items()):
+            if t is not None and len(t) != num:
+                raise ConfigError(f"{len(t)} {name} given for {num} samples")
+
+    def check_encoder(self, flag: str = "encode") -> None:
+        """CapabilityError unless the game has an encoder (`encode`)."""
+        if not self.encoder:
+            raise self.lacks(flag, "it has no encoder", "encoder")
+
+    def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
+        """(B, *sample_shape) data -> (B, z_dim) latent codes, deterministically (games with `encoder`)."""
+        self.check_encoder()
+        raise NotImplementedError(f"{type(self).__name__} declares an encoder but defines no encode()")
+
+    def set_direction(self, direction: str, flag: str = "--direction") -> None:
+        """Translate `direction` (AB or BA) from now on; CapabilityError unless it is one of `directions`."""
+        if direction not in self.directions:
+            what = ("it has one direction" if not self.directions
+                    else f"it translates {self.directions[0]} only (one generator)" if len(self.directions) == 1
+                    else f"it translates {' and '.join(self.directions)}")
+            raise self.lacks(flag, what, "directions", direction)
+        self.direction = direction
+
+    def set_truncation(self, threshold: float, flag: str = "truncation") -> None:
+        """Sample with the noise truncated to [-threshold, threshold] (BigGAN's truncation trick) from now
+        on, 0 = none; CapabilityError for a threshold > 0 unless the game `truncates`."""
+        if threshold < 0:
+            raise ConfigError(f"{flag} must be >= 0 (0 = none), got {threshold}")
+        if threshold and not self.truncates:
+            raise self.lacks(flag, "its noise is not truncated", "truncation", f"{threshold:g}")
+        self.truncation = threshold
+
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
         """Generate ctx.local_batch samples in data space with the given nets; what `conditions`
         leaves open (labels, codes) the game draws from `ctx`."""
         raise NotImplementedError
+
+
+class EncoderGame(Game):
+    """What the games with an encoder share (BiGAN, VAE-GAN): E maps data to G's noise z, and a
+    sample's noise may be given (Conditions.codes["z"] = E(x): G(E(x)) reconstructs x)."""
+
+    encoder = True
+    ema_nets = ("G", "E")
+    encode_nets = ("E",)
+    z_dim: int
+
+    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
+               conditions: Optional[Conditions] = None) -> Samples:
+        z = ctx.randn(self.z_dim)  # (B, z_dim), drawn even when given: later draws do not depend on it
+        if conditions is not None and "z" in conditions.codes:  # G(E(x)): z = E(x)
+            z = conditions.codes["z"].to(z)
+        return Samples(nets["G"](z))
+
+
+# Which registered games have each capability, for the errors of the games that lack it
+# (tests/unit/test_games_base.py keeps these in step with distgan.games.GAMES), and what else the
+# error names: the configs of a game that have their own names.
+CAPABLE_GAMES: dict[str, tuple[str, ...]] = {
+    "labels": ("cgan", "acgan", "biggan"),
+    "codes": ("infogan",),
+    "inputs": ("pix2pix", "cyclegan", "context_encoder"),
+    "encoder": ("bigan", "vaegan"),
+    "directions": ("cyclegan",),
+    "truncation": ("biggan",),
+}
+_ALSO_KNOWN_AS = {"directions": "CycleGAN, DualGAN, DiscoGAN"}
+
+
+def _games_with(capability: str) -> str:
+    names = CAPABLE_GAMES[capability]
+    also = f": {_ALSO_KNOWN_AS[capability]}" if capability in _ALSO_KNOWN_AS else ""
+    if len(names) == 1:
+        return f"the {names[0]} game{also}"
+    return f"the {', '.join(names[:-1])} and {names[-1]} games{also}"

@@ -19,46 +19,23 @@ digit (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Mapping, Optional
+from typing import Mapping, Optional
 
 from torch import Tensor, nn
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, EncoderGame, Phase, StepContext
 from distgan.models import build_net
 from distgan.models.joint import build_joint_discriminator
 from distgan.nn.dropout import dropout_masks
+from distgan.sections.games import BiGANConfig
 
 LOGVAR_RANGE = (-12.0, 4.0)  # the stochastic encoder's log-variance, clamped: sigma in [0.0025, 7.4]
 
 
-@dataclass
-class BiGANConfig(GameConfig):
-    """`game:` keys of `name: bigan`."""
-
-    name: str = "bigan"
-    # ALI's encoder: E(x) is a mean and a log-variance, and D sees a draw from that Gaussian.
-    stochastic_encoder: bool = False
-    # ALI's D: dropout of this probability after every activation of D (x-branch, z-branch, joint).
-    d_dropout: float = 0.0
-
-    has_encoder: ClassVar[bool] = True
-
-    def validate(self, cfg) -> None:
-        if not 0.0 <= self.d_dropout < 1.0:
-            raise ConfigError(f"game.d_dropout must be in [0, 1), got {self.d_dropout}")
-        if cfg.model.d.conditioning:
-            raise ConfigError(f"model.d.conditioning: game.name={self.name} is unconditional (D judges (x, z) pairs)")
-
-
-class BiGANGame(Game):
+class BiGANGame(EncoderGame):
     Config = BiGANConfig
-    encoder = True
-    ema_nets = ("G", "E")
-    encode_nets = ("E",)
 
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
@@ -106,10 +83,3 @@ class BiGANGame(Game):
 
     def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
         return self._code(nets["E"], x, None)  # (B, z_dim); the mean of a stochastic encoder
-
-    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
-               conditions: Optional[Conditions] = None) -> Samples:
-        z = ctx.randn(self.z_dim)
-        if conditions is not None and "z" in conditions.codes:  # G(E(x)): z = E(x)
-            z = conditions.codes["z"].to(z)
-        return Samples(nets["G"](z))

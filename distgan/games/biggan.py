@@ -13,8 +13,7 @@ cross-replica BN (`model.sync_bn`), and the truncation trick when sampling (`dis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional
+from typing import Optional
 
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -22,45 +21,13 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
 from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
-from distgan.games.conditional import ConditionalConfig, ConditionalGame, require_labels
+from distgan.games.conditional import ConditionalGame, require_labels
 from distgan.models import finish_net
 from distgan.models.blocks import orthogonal_penalty
 from distgan.models.conditional import build_conditional_discriminator
 from distgan.models.resnet import build_conditional_generator
-
-
-@dataclass
-class BigGANConfig(ConditionalConfig):
-    """`game:` keys of `name: biggan`."""
-
-    name: str = "biggan"
-    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "hinge"
-    n_critic: int = 2  # D steps per G step
-    # Weight of the orthogonal regularisation ||W W^T * (1 - I)||_F^2 summed over G's weights (not its
-    # shared class embedding); 0 = off.
-    ortho_weight: float = 1e-4
-    shared_dim: int = 128  # the class embedding shared by every conditional BN of G
-    hierarchical: bool = True  # z split across G's input layer and blocks (else all of z at the input)
-
-    conditionings: ClassVar[tuple[str, ...]] = ("projection",)
-
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        if self.n_critic <= 0:
-            raise ConfigError(f"game.n_critic must be > 0, got {self.n_critic}")
-        if self.ortho_weight < 0:
-            raise ConfigError(f"game.ortho_weight must be >= 0, got {self.ortho_weight}")
-        if self.shared_dim <= 0:
-            raise ConfigError(f"game.shared_dim must be > 0, got {self.shared_dim}")
-        for side in ("g", "d"):
-            arch = getattr(cfg.model, side).arch
-            if arch != "sngan":
-                raise ConfigError(f"model.{side}.arch={arch}: game.name=biggan uses the sngan ResNet nets "
-                                  f"(G takes the class through conditional BatchNorm)")
-        if cfg.model.g.norm != "batch":
-            raise ConfigError("model.g.norm: BigGAN's G takes the class through its BatchNorms (batch)")
+from distgan.sections.games import BigGANConfig
 
 
 def _unwrapped(net: nn.Module) -> nn.Module:
@@ -69,6 +36,7 @@ def _unwrapped(net: nn.Module) -> nn.Module:
 
 class BigGANGame(ConditionalGame):
     Config = BigGANConfig
+    truncates = True  # sampling draws its noise truncated (set_truncation: sample --truncation, eval.truncation)
 
     def __init__(self, cfg, info: DataInfo):
         Game.__init__(self)

@@ -13,8 +13,7 @@ shows the pairs without knowing about them; split at W to get the two domains ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,34 +21,10 @@ from torch import Tensor, nn
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, Phase, Samples, StepContext
 from distgan.models import finish_net
 from distgan.models.coupled import CoupledDiscriminator, CoupledGenerator
-
-
-@dataclass
-class CoGANConfig(GameConfig):
-    """`game:` keys of `name: cogan`."""
-
-    name: str = "cogan"
-    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"
-
-    def validate(self, cfg) -> None:
-        for key in ("g", "d"):
-            if getattr(cfg.model, key).arch != "dcgan":
-                raise ConfigError(f"game.name=cogan couples DCGAN-shaped nets: model.{key}.arch must be dcgan, "
-                                  f"not {getattr(cfg.model, key).arch}")
-        if cfg.data.name == "shards":  # paired or not as packed: the manifest says which
-            from distgan.data.manifest import resolve_shards
-
-            kind = resolve_shards(cfg.data.shards).manifest.kind
-            if kind != "unpaired":
-                raise ConfigError(f"game.name=cogan learns the joint distribution from the marginals alone: "
-                                  f"data.shards={cfg.data.shards!r} are {kind}; pack A/ and B/ with "
-                                  f"`distgan data pack ... --layout unpaired`")
-        elif cfg.data.pairing != "unpaired":
-            raise ConfigError("game.name=cogan learns the joint distribution from the marginals alone: "
-                              "data.pairing must be unpaired")
+from distgan.sections.games import CoGANConfig
 
 
 def pair_halves(x: Tensor) -> tuple[Tensor, Tensor]:

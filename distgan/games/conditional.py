@@ -11,64 +11,18 @@ in how D sees the class (`model.d.conditioning`, distgan.models.conditional):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from distgan import losses
-from distgan.config import POINT_DATA
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, Phase, Samples, StepContext
 from distgan.models.conditional import build_conditional_discriminator, build_conditional_generator
 from distgan.nn.dropout import dropout_masks
-
-
-@dataclass
-class ConditionalConfig(GameConfig):
-    """`game:` keys of `name: cgan`."""
-
-    name: str = "cgan"
-    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge
-    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge"] = "nonsaturating"
-    noise: Literal["normal", "uniform"] = "normal"  # z ~ N(0, I), or U[-1, 1] as in the Keras AC-GAN example
-    # Noise batches per G step, generated as one batch (the Keras AC-GAN example: 2, "twice the size").
-    g_batches: int = 1
-
-    conditionings: ClassVar[tuple[str, ...]] = ("concat", "projection")  # model.d.conditioning accepted
-    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
-
-    def validate(self, cfg) -> None:
-        if self.g_batches <= 0:
-            raise ConfigError(f"game.g_batches must be > 0, got {self.g_batches}")
-        chosen = cfg.model.d.conditioning
-        if chosen and chosen not in self.conditionings:
-            raise ConfigError(f"model.d.conditioning={chosen}: game.name={self.name} takes "
-                              f"{' or '.join(self.conditionings)}")
-        if cfg.data.name in POINT_DATA:
-            raise ConfigError(f"game.name={self.name} is conditional, but data.name={cfg.data.name} has no class "
-                              f"labels (use digits, stacked_digits or labelled shards)")
-
-
-@dataclass
-class ACGANConfig(ConditionalConfig):
-    """`game:` keys of `name: acgan`."""
-
-    name: str = "acgan"
-    aux_weight: float = 1.0  # weight of the auxiliary class cross-entropy in both players' losses
-    # Scale of D's auxiliary term on fakes (1 = the paper and the Keras example; 0 = D's classifier
-    # learns from real samples only, so G cannot make its own version of a class pass as that class).
-    aux_fake_weight: float = 1.0
-
-    conditionings: ClassVar[tuple[str, ...]] = ("aux",)
-
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        for key in ("aux_weight", "aux_fake_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+from distgan.sections.games import ACGANConfig, ConditionalConfig
 
 
 def require_labels(cfg, info: DataInfo) -> int:
@@ -103,10 +57,14 @@ class ConditionalGame(Game):
     def phases(self) -> list[Phase]:
         return [Phase("D", DISCRIMINATOR, self.d_loss), Phase("G", GENERATOR, self.g_loss, uses_data=False)]
 
-    def _latent(self, ctx: StepContext, labels: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def _latent(self, ctx: StepContext, labels: Optional[Tensor] = None,
+                truncation: float = 0.0) -> tuple[Tensor, Tensor]:
         """(B, z_dim) noise and (B,) labels; the labels are drawn even when given, so the draws
-        that follow do not depend on it."""
-        z = ctx.randn(self.z_dim) if self.cfg.noise == "normal" else ctx.rand(self.z_dim) * 2 - 1
+        that follow do not depend on it. `truncation` > 0: normal noise truncated to [-t, t] (sampling)."""
+        if self.cfg.noise == "normal":
+            z = ctx.truncated_randn(truncation, self.z_dim) if truncation else ctx.randn(self.z_dim)
+        else:
+            z = ctx.rand(self.z_dim) * 2 - 1
         drawn = ctx.randint(self.classes)
         return z, drawn if labels is None else labels
 
@@ -144,7 +102,7 @@ class ConditionalGame(Game):
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
-        z, y = self._latent(ctx, None if conditions is None else conditions.labels)
+        z, y = self._latent(ctx, None if conditions is None else conditions.labels, self.truncation)
         return Samples(nets["G"](z, y), labels=y)
 
 

@@ -13,8 +13,7 @@ grid shows masked | filled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,29 +21,12 @@ from torch import Tensor, nn
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, Phase, Samples, StepContext
 from distgan.models import build_net
 from distgan.nn.dropout import dropout_masks
+from distgan.sections.games import ContextEncoderConfig
 
 FILL = 0.0  # the masked region's value: the middle of [-1, 1] (the paper fills with the data mean)
-
-
-@dataclass
-class ContextEncoderConfig(GameConfig):
-    """`game:` keys of `name: context_encoder`."""
-
-    name: str = "context_encoder"
-    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
-    rec_weight: float = 0.999  # weight of the masked-region L2 reconstruction
-    adv_weight: float = 0.001  # weight of the adversarial term
-    mask_fraction: float = 0.5  # side of the centre square, as a fraction of the image side
-
-    def validate(self, cfg) -> None:
-        for key in ("rec_weight", "adv_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0 < self.mask_fraction < 1:
-            raise ConfigError(f"game.mask_fraction must be in (0, 1), got {self.mask_fraction}")
 
 
 def centre_mask(side: int, fraction: float) -> Tensor:

@@ -9,21 +9,18 @@ never spans two ranks and P processes x batch B form the packs of 1 process x P*
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
 from distgan.games.base import (
     DISCRIMINATOR,
     GENERATOR,
     Conditions,
     Game,
-    GameConfig,
     Phase,
     Samples,
     StepContext,
@@ -32,51 +29,7 @@ from distgan.games.base import (
 from distgan.models import build_net
 from distgan.models.packing import pack
 from distgan.nn.dropout import dropout_masks
-
-
-@dataclass
-class AdversarialConfig(GameConfig):
-    """`game:` keys of `name: gan`."""
-
-    name: str = "gan"
-    # Adversarial loss (distgan.losses): nonsaturating | minimax | least_squares | wasserstein | hinge,
-    # or an f-GAN divergence (Nowozin et al. 2016): fgan_kl | fgan_reverse_kl | fgan_pearson |
-    # fgan_hellinger | fgan_js | fgan_gan
-    loss: Literal["nonsaturating", "minimax", "least_squares", "wasserstein", "hinge", "fgan_kl", "fgan_reverse_kl",
-                  "fgan_pearson", "fgan_hellinger", "fgan_js", "fgan_gan"] = "nonsaturating"
-    n_critic: int = 1  # D steps per G step
-    label_smoothing: float = 0.0  # one-sided: real target 1 - label_smoothing (nonsaturating/minimax)
-    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (lambda)
-    r1_gamma: float = 0.0  # R1 penalty weight on real data
-    r1_interval: int = 1  # lazy R1: apply every k D steps (weight scaled by k)
-    clip: float = 0.0  # WGAN weight clipping of D parameters to [-clip, clip]; 0 = off
-
-    supports_packing: ClassVar[bool] = True  # forms model.d.packing packs (see packing.pack)
-    supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
-
-    def validate(self, cfg) -> None:
-        if cfg.model.d.conditioning:
-            raise ConfigError(f"model.d.conditioning applies to class-conditional games (cgan, acgan); "
-                              f"game.name={self.name} is unconditional")
-        for key in ("n_critic", "r1_interval"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")
-        for key in ("gp_weight", "r1_gamma", "clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"game.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss not in ("nonsaturating", "minimax"):
-            raise ConfigError(
-                f"game.label_smoothing applies to the cross-entropy losses only, not game.loss={self.loss}")
-        if self.clip and self.gp_weight:
-            raise ConfigError("game.clip and game.gp_weight both constrain D's Lipschitz constant; set only one")
-        # Per-sample penalties: BatchNorm mixes the samples of a batch, so the penalty of one sample
-        # depends on its batch-mates (WGAN-GP paper, sec. 4), and 1 and N processes would differ.
-        for key in ("gp_weight", "r1_gamma"):
-            if getattr(self, key) and cfg.model.d.norm == "batch":
-                raise ConfigError(f"game.{key} with model.d.norm=batch: the penalty is per sample, which "
-                                  f"BatchNorm breaks (WGAN-GP paper, sec. 4); use model.d.norm=none")
+from distgan.sections.games import AdversarialConfig
 
 
 class AdversarialGame(Game):
@@ -151,9 +104,7 @@ class AdversarialGame(Game):
     def after_step(self, phase: Phase) -> None:
         super().after_step(phase)
         if phase.player == DISCRIMINATOR and self.cfg.clip:
-            with torch.no_grad():
-                for p in self.nets["D"].parameters():
-                    p.clamp_(-self.cfg.clip, self.cfg.clip)
+            self.clip_weights(DISCRIMINATOR, self.cfg.clip)
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

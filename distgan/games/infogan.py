@@ -15,8 +15,7 @@ swept from -2 to 2 along the row, the other codes at 0 and the noise fixed per r
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,50 +23,14 @@ from torch import Tensor, nn
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, Phase, Samples, StepContext
 from distgan.models import build_net
 from distgan.models.conditional import feature_size
+from distgan.sections.games import InfoGANConfig
 
 SWEEP = (-2.0, 2.0)  # continuous codes on the sheets: beyond the [-1, 1] trained on (the paper's Fig. 2)
 SWEEP_STEPS = 10
 _STREAM_SHEET = 0x1F06A
-
-
-@dataclass
-class InfoGANConfig(GameConfig):
-    """`game:` keys of `name: infogan`."""
-
-    name: str = "infogan"
-    categories: int = 10  # classes of the categorical code (0 = none)
-    continuous: int = 2  # continuous codes, uniform in [-1, 1]
-    info_weight: float = 1.0  # lambda: weight of the mutual-information loss in both players' losses
-    # Extra factor on the continuous codes' term (the paper sets their lambda lower, so that the
-    # differential entropy is on the scale of the categorical term).
-    continuous_weight: float = 1.0
-    variance: Literal["fixed", "learned"] = "fixed"  # Q's Gaussian for the continuous codes: unit, or predicted
-    q_width: int = 128  # hidden units of the Q head
-    # Normalisation of Q's hidden layer: none (Linear-LReLU-Linear), or batch (the paper's
-    # FC-BN-LReLU-FC, a BatchNorm of Q's own, trained with Q in both phases).
-    q_norm: Literal["none", "batch"] = "none"
-
-    optimizer_groups = ("g", "d", "q")
-    supports_augment = True  # every input of D goes through Game.d_view (Q reads the augmented fakes' features)
-
-    def validate(self, cfg) -> None:
-        if self.categories < 0 or self.continuous < 0 or self.categories + self.continuous == 0:
-            raise ConfigError(f"game.categories={self.categories} and game.continuous={self.continuous}: "
-                              f"InfoGAN needs at least one code (both >= 0)")
-        if self.categories == 1:
-            raise ConfigError("game.categories=1 carries no information; use 0 (none) or >= 2")
-        for key in ("info_weight", "continuous_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if self.q_width <= 0:
-            raise ConfigError(f"game.q_width must be > 0, got {self.q_width}")
-        if cfg.model.d.conditioning:
-            raise ConfigError("model.d.conditioning applies to class-conditional games (cgan, acgan); "
-                              "InfoGAN's D sees no labels")
 
 
 def q_head(features: int, width: int, out: int, norm: str) -> nn.Sequential:
@@ -165,7 +128,7 @@ class InfoGANGame(Game):
         named.update({f"cont{i}": codes["cont"][:, i] for i in range(self.cfg.continuous)})
         return Samples(nets["G"](z), codes=named)
 
-    def grid(self, count: int) -> Optional[tuple[Conditions, int]]:
+    def grid(self, count: int, preview=None) -> Optional[tuple[Conditions, int]]:
         """A sheet per continuous code (rows: categorical value, columns: the code swept over SWEEP,
         the other codes 0, the noise fixed per row), stacked; a square of samples without one."""
         c = self.cfg.continuous

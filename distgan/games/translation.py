@@ -19,8 +19,8 @@ direction (`set_direction` for the other way round, where the game has both gene
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal, Mapping, Optional
+from dataclasses import replace
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,6 @@ from distgan.games.base import (
     GENERATOR,
     Conditions,
     Game,
-    GameConfig,
     Phase,
     Samples,
     StepContext,
@@ -41,6 +40,7 @@ from distgan.games.base import (
 from distgan.games.history import ImageHistory
 from distgan.models import build_net
 from distgan.nn.dropout import dropout_masks
+from distgan.sections.games import CycleConfig, Pix2PixConfig
 
 DIRECTIONS = ("AB", "BA")
 
@@ -55,17 +55,9 @@ class TranslationGame(Game):
     """What the translation games share: image inputs, a direction, the grid's inputs."""
 
     image_input = True
-    directions: tuple[str, ...] = DIRECTIONS  # the directions sample() can translate
 
     def __init__(self, direction: str):
         super().__init__()
-        self.direction = direction
-
-    def set_direction(self, direction: str) -> None:
-        """Translate the other way round from now on (`distgan translate --direction`)."""
-        if direction not in self.directions:
-            raise ConfigError(f"--direction {direction}: this {type(self).__name__} run translates "
-                              f"{' and '.join(self.directions)} only")
         self.direction = direction
 
     def input_images(self, batch: Batch) -> Tensor:
@@ -73,26 +65,6 @@ class TranslationGame(Game):
 
 
 # --------------------------------------------------------------------------- pix2pix
-
-
-@dataclass
-class Pix2PixConfig(GameConfig):
-    """`game:` keys of `name: pix2pix`."""
-
-    name: str = "pix2pix"
-    loss: Literal["nonsaturating", "least_squares"] = "nonsaturating"  # the adversarial term
-    l1_weight: float = 100.0  # lambda of the L1 term
-    direction: Literal["AB", "BA"] = "AB"  # AB: batch.x -> batch.x_b; BA: batch.x_b -> batch.x
-    # Sampling and `distgan translate` with G's dropout on, as the paper tests (its masks drawn from the
-    # sampling seed, so the same seed gives the same images); false: off, each input has one translation.
-    sample_dropout: bool = False
-
-    def validate(self, cfg) -> None:
-        if self.l1_weight < 0:
-            raise ConfigError(f"game.l1_weight must be >= 0, got {self.l1_weight}")
-        if cfg.model.d.arch != "patchgan":
-            raise ConfigError(f"game.name=pix2pix judges (input, output) pairs: model.d.arch must be patchgan, "
-                              f"not {cfg.model.d.arch}")
 
 
 class Pix2PixGame(TranslationGame):
@@ -140,35 +112,10 @@ class Pix2PixGame(TranslationGame):
 # --------------------------------------------------------------------------- the cycle family
 
 
-@dataclass
-class CycleConfig(GameConfig):
-    """`game:` keys of `name: cyclegan` (and of DualGAN and DiscoGAN, which are configs of it)."""
-
-    name: str = "cyclegan"
-    # The adversarial loss: least_squares (CycleGAN), wasserstein (DualGAN, with game.clip),
-    # nonsaturating (DiscoGAN).
-    loss: Literal["least_squares", "wasserstein", "nonsaturating"] = "least_squares"
-    cycle_weight: float = 10.0  # lambda of the cycle (reconstruction) terms
-    cycle_distance: Literal["l1", "l2"] = "l1"  # l2: DiscoGAN's mean squared reconstruction error
-    identity_weight: float = 0.5  # identity terms |G_AB(b) - b|, as a fraction of cycle_weight (0 = off)
-    history: int = 50  # earlier fakes kept per discriminator (0 = D sees only this step's)
-    clip: float = 0.0  # weight clipping of D_A, D_B to [-clip, clip] (DualGAN's WGAN critics); 0 = off
-    direction: Literal["AB", "BA"] = "AB"  # what sampling translates by default
-
-    def validate(self, cfg) -> None:
-        for key in ("cycle_weight", "identity_weight", "clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if self.history < 0:
-            raise ConfigError(f"game.history must be >= 0, got {self.history}")
-        if self.loss == "wasserstein" and not self.clip:
-            raise ConfigError("game.loss=wasserstein needs a Lipschitz constraint on the critics: set game.clip "
-                              "(DualGAN: 0.01)")
-
-
 class CycleGame(TranslationGame):
     Config = CycleConfig
     ema_nets = ("G_AB", "G_BA")
+    directions = DIRECTIONS  # a generator each way: sample() translates either (set_direction)
     _GENERATOR_OF = {"AB": "G_AB", "BA": "G_BA"}
 
     def __init__(self, cfg, info: DataInfo):
@@ -220,10 +167,7 @@ class CycleGame(TranslationGame):
     def after_step(self, phase: Phase) -> None:
         super().after_step(phase)
         if phase.player == DISCRIMINATOR and self.cfg.clip:
-            with torch.no_grad():
-                for name in self.players[DISCRIMINATOR]:
-                    for p in self.nets[name].parameters():
-                        p.clamp_(-self.cfg.clip, self.cfg.clip)
+            self.clip_weights(DISCRIMINATOR, self.cfg.clip)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "history": {d: h.state_dict() for d, h in self.history.items()}}

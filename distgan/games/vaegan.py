@@ -20,43 +20,16 @@ docs/benchmarks.md compares VAE-GAN's sharpness against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Game, GameConfig, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, EncoderGame, Phase, StepContext
 from distgan.models import build_net
-
-
-@dataclass
-class VAEGANConfig(GameConfig):
-    """`game:` keys of `name: vaegan`."""
-
-    name: str = "vaegan"
-    # Weight of the reconstruction error in the decoder's loss against the adversarial one (the paper's
-    # gamma); the encoder's loss is KL + reconstruction, unweighted.
-    gamma: float = 1.0
-    # Where the reconstruction error is measured: features (D's last hidden layer, the paper) or pixels.
-    reconstruction: Literal["features", "pixels"] = "features"
-    adv_weight: float = 1.0  # scale of the decoder's adversarial loss (0 with pixels = a plain VAE)
-
-    optimizer_groups: ClassVar[tuple[str, ...]] = ("enc", "dec", "d")
-    has_encoder: ClassVar[bool] = True
-
-    def validate(self, cfg) -> None:
-        if cfg.model.d.conditioning:
-            raise ConfigError(f"model.d.conditioning: game.name={self.name} is unconditional")
-        for key in ("gamma", "adv_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if self.reconstruction == "features" and cfg.model.d.arch not in ("mlp", "dcgan"):
-            raise ConfigError(f"game.reconstruction=features reads D's hidden features: model.d.arch mlp or dcgan, "
-                              f"not {cfg.model.d.arch}")
+from distgan.sections.games import VAEGANConfig
 
 
 def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -70,11 +43,8 @@ def squared_error(a: Tensor, b: Tensor) -> Tensor:
     return 0.5 * (a - b).pow(2).flatten(1).sum(1).mean()
 
 
-class VAEGANGame(Game):
+class VAEGANGame(EncoderGame):
     Config = VAEGANConfig
-    encoder = True
-    ema_nets = ("G", "E")
-    encode_nets = ("E",)
 
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
@@ -133,10 +103,3 @@ class VAEGANGame(Game):
 
     def encode(self, nets: Mapping[str, nn.Module], x: Tensor) -> Tensor:
         return nets["E"](x).chunk(2, dim=1)[0]  # the posterior mean (B, Z)
-
-    def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
-               conditions: Optional[Conditions] = None) -> Samples:
-        z = ctx.randn(self.z_dim)
-        if conditions is not None and "z" in conditions.codes:  # G(E(x)): z = E(x)
-            z = conditions.codes["z"].to(z)
-        return Samples(nets["G"](z))

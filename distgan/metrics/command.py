@@ -62,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from distgan.metrics.evaluate import evaluate, with_eval
+    from distgan.runs import open_run
     from distgan.train.devices import set_numerics, wants_cpu
-    from distgan.train.export import load_generator, resolve_checkpoint
 
     # Joins the process group under `accelerate launch` / torchrun; a no-op alone.
     state = PartialState(cpu=wants_cpu())
-    path = resolve_checkpoint(Path(args.source))
-    step = json.loads((path / "meta.json").read_text())["step"]
-    game, nets, cfg = load_generator(path, use_ema=not args.no_ema)
+    run = open_run(Path(args.source), use_ema=not args.no_ema)
+    game, nets, cfg = run.game, run.nets, run.cfg
+    if args.truncation is not None:  # the game answers whether its noise can be truncated
+        game.set_truncation(args.truncation, "--truncation")
     # The run's numerics (TF32, deterministic kernels), as its in-training evaluations had: on a GPU
     # the same checkpoint then gives the same numbers here as in metrics.jsonl.
     set_numerics(cfg.train.deterministic, cfg.train.tf32)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                     inception_weights=args.inception_weights, reference_num=args.reference_num, every=0, best="")
     nets = {n: net.to(state.device) for n, net in nets.items()}
     result = evaluate(game, nets, cfg, device=state.device)
-    result = {"checkpoint": str(path), "step": step, "ema": not args.no_ema, **result}
+    result = {"checkpoint": str(run.path), "step": run.step, "ema": run.ema, **result}
     if state.is_main_process:
         print(format_table(result), flush=True)
         if args.json:

@@ -108,10 +108,9 @@ def resolve_metrics(cfg: Config, metrics: Optional[list[str]] = None) -> list[st
 
 def check_applicable(metrics: list[str], game, extractor: Optional[Extractor], cfg: Config) -> None:
     """Errors before any work: metrics that this game or extractor cannot give."""
-    for m in ("class_acc", "intra_fid"):
-        if m in metrics and not game.conditional:
-            raise ConfigError(f"eval.metrics={m} needs a conditional game (samples with requested labels); "
-                              f"game.name={cfg.game.name} is unconditional")
+    for m in ("class_acc", "intra_fid"):  # samples of requested labels
+        if m in metrics:
+            game.check_labels(flag=f"eval.metrics={m}")
     needs_logits = [m for m in ("is", "class_acc") if m in metrics]
     if _modes_from_classifier(metrics, cfg):
         needs_logits.append("modes")
@@ -155,6 +154,7 @@ def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, dev
 
     ecfg = cfg.eval
     rank, world = dist_info()
+    game.set_truncation(ecfg.truncation, "eval.truncation")  # BigGAN's truncation trick; others refuse it
     ready = prepare_nets(game, nets, ecfg.bn, seed=ecfg.seed, batch=BLOCK, device=device, truncation=ecfg.truncation)
     parts: dict[str, list[Tensor]] = {"x": [], "features": [], "logits": [], "labels": []}
     with ExitStack() as stack:
@@ -163,8 +163,7 @@ def generated(game, nets: Mapping[str, nn.Module], cfg: Config, *, num: int, dev
         for b in my_blocks(num, rank, world):
             count = min(BLOCK, num - b * BLOCK)
             # The whole block is drawn and the first `count` kept: sample i's z never depends on num.
-            ctx = StepContext((ecfg.seed, _STREAM_EVAL, b), total=BLOCK, offset=0, local_batch=count, device=device,
-                              truncation=ecfg.truncation)
+            ctx = StepContext((ecfg.seed, _STREAM_EVAL, b), total=BLOCK, offset=0, local_batch=count, device=device)
             out = game.sample(ready, ctx)
             x, y = out.x.float(), out.labels
             if y is not None:

@@ -85,3 +85,29 @@ def test_conditional_config_on_unlabelled_shards_refused(tmp_path):
     assert proc.returncode == 2 and "data.shards=" in proc.stderr and "no class labels" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not run.exists()  # nothing written, not even an empty run directory
+
+
+def test_conditions_an_unconditional_run_lacks_are_refused_in_one_line_naming_its_variant(tmp_path):
+    run = tmp_path / "dcgan"
+    run_cli("train", "configs/dcgan_digits.yaml", *TINY_DCGAN, "train.steps=1", "ckpt.every=0", "log.sample_every=0",
+            f"run.dir={run}")
+    images = tmp_path / "x.npy"
+    np.save(images, np.zeros((2, 1, 8, 8), np.float32))
+    out = tmp_path / "s.npy"
+    for command, flags, message in (
+            ("sample", ["--label", "3"], "--label: this run is a gan (game.name): it is unconditional (its samples "
+                                         "have no labels); --label applies to runs of the cgan, acgan and biggan games"),
+            ("sample", ["--code", "cat=1"], "--code 'cat=1': this run is a gan (game.name): it has no latent codes; "
+                                            "--code applies to runs of the infogan game"),
+            ("sample", ["--truncation", "0.5"], "--truncation 0.5: this run is a gan (game.name): its noise is not "
+                                                "truncated; --truncation applies to runs of the biggan game"),
+            ("eval", ["--truncation", "0.5", "--num", "8"], "--truncation 0.5: this run is a gan (game.name)"),
+            ("sample", ["--encode", str(images)], "--encode: this run is a gan (game.name): it has no encoder; "
+                                                  "--encode applies to runs of the bigan and vaegan games"),
+            ("encode", [str(images)], "encode: this run is a gan (game.name): it has no encoder")):
+        proc = run_cli(command, str(run), *flags, "--out", str(out), check=False) if command != "eval" else \
+            run_cli(command, str(run), *flags, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (command, flags, proc.stderr)
+        assert "Game" not in lines[0]  # the variant as the config names it, never the Python class
+    assert not out.exists()

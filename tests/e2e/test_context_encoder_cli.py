@@ -31,3 +31,10 @@ def test_context_encoder_trains_samples_and_translates_masked_inputs(tmp_path):
         pixels = np.asarray(im)
     assert pixels.shape == (8, 8)
     assert (pixels[:2] == 255).all() and (pixels[:, :2] == 255).all()  # the border is the input's
+
+    # One generator, one direction: --direction is the cycle game's, refused in one line naming the variant.
+    proc = run_cli("translate", str(run), str(src), str(tmp_path / "ab"), "--direction", "AB", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "distgan translate: error: --direction AB: this run is a context_encoder (game.name): it has one direction; "
+        "--direction applies to runs of the cyclegan game: CycleGAN, DualGAN, DiscoGAN"]
+    assert not (tmp_path / "ab").exists()

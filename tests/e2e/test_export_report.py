@@ -33,10 +33,11 @@ def test_export_holds_only_the_ema_generator_and_reproduces_distgan_sample(tmp_p
     assert json.loads(meta["config"]) == state["config"] and meta["format"] == "distgan-generator/1"
 
     # A fresh generator built from the file alone samples exactly like `distgan sample RUN`.
+    from distgan.runs import open_run
     from distgan.sampling import generate
-    from distgan.train.export import load_safetensors
 
-    game, nets, _cfg = load_safetensors(out)
+    opened = open_run(out)
+    game, nets = opened.game, opened.nets
     fresh = generate(game, nets, 12, seed=5, device=torch.device("cpu")).x.numpy()
     run_cli("sample", str(run), "--num", "12", "--seed", "5", "--out", str(tmp_path / "from_run.npy"))
     run_cli("sample", str(out), "--num", "12", "--seed", "5", "--out", str(tmp_path / "from_file.npy"))

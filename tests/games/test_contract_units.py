@@ -143,7 +143,7 @@ def test_sample_a_conditional_game_by_label(info_run, tmp_path):
 def test_sample_flags_a_game_cannot_take_are_refused(tmp_path):
     run = tmp_path / "dcgan"
     run_cli("train", "configs/dcgan_digits.yaml", *TINY_DCGAN, "train.steps=1", f"run.dir={run}")
-    for flags, message in ((["--label", "1"], "--label: game.name=AdversarialGame is unconditional"),
+    for flags, message in ((["--label", "1"], "--label: this run is a gan (game.name): it is unconditional"),
                            (["--inputs", str(tmp_path / "x.npy")], "generates from noise, not from images"),
                            (["--labels-out", str(tmp_path / "y.npy")], "samples have no labels")):
         np.save(tmp_path / "x.npy", np.zeros((2, 1, 8, 8), np.float32))

@@ -103,9 +103,10 @@ def test_ring_modes_through_distgan_eval_match_pacgan_definitions_on_1_and_2_pro
 
     from distgan.data.builtin import mixture
     from distgan.metrics.evaluate import generated, with_eval
-    from distgan.train.export import load_generator
+    from distgan.runs import open_run
 
-    game, nets, cfg = load_generator(run_dir)
+    opened = open_run(run_dir)
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     points = generated(game, nets, with_eval(cfg, num=2500), num=2500, device=torch.device("cpu"),
                        extractor=None)["x"]
     modes, std = mixture("ring")

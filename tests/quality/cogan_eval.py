@@ -20,7 +20,7 @@ import torch
 
 from distgan.games.cogan import pair_halves
 from distgan.sampling import generate
-from distgan.train.export import load_generator
+from distgan.runs import open_run
 from tests.quality.digit_judge import classify
 
 
@@ -32,7 +32,8 @@ def pair_correlations(x: torch.Tensor) -> torch.Tensor:
 
 
 def cogan_scores(run: Path, num: int = 1000) -> dict[str, float]:
-    game, nets, _ = load_generator(Path(run))
+    opened = open_run(Path(run))
+    game, nets = opened.game, opened.nets
     x = generate(game, nets, num, seed=0, device=torch.device("cpu")).x
     corr = pair_correlations(x)
     a, b = pair_halves(x)

@@ -16,11 +16,12 @@ import torch
 from distgan.data.builtin import load_digits_split
 from distgan.games import Conditions
 from distgan.sampling import generate
-from distgan.train.export import load_generator
+from distgan.runs import open_run
 
 
 def context_encoder_scores(run: Path) -> dict[str, float]:
-    game, nets, cfg = load_generator(Path(run))
+    opened = open_run(Path(run))
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     heldout, _ = load_digits_split(cfg.data.resolution, "test")
     train, _ = load_digits_split(cfg.data.resolution, "train")
     filled = generate(game, nets, len(heldout), seed=0, device=torch.device("cpu"),

@@ -23,7 +23,7 @@ from distgan.data.builtin import load_digits_split
 from distgan.encoding import encode, reconstruction_conditions
 from distgan.games import build_game
 from distgan.sampling import generate
-from distgan.train.export import load_generator
+from distgan.runs import open_run
 from tests.quality.digit_judge import classify
 
 CPU = torch.device("cpu")
@@ -37,7 +37,8 @@ def sharpness(images: np.ndarray) -> float:
 
 def reconstructions(run: Path, split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, labels, G(E(x))) of the digits of `split` at the run's resolution."""
-    game, nets, cfg = load_generator(run)
+    opened = open_run(run)
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     x, y = load_digits_split(cfg.data.resolution, split)
     rec = generate(game, nets, len(x), seed=0, device=CPU,
                    conditions=reconstruction_conditions(game, nets, x, device=CPU)).x
@@ -57,7 +58,8 @@ def _probe(game, nets, resolution: int) -> float:
 def linear_probe(run: Path, seeds: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Test accuracy of a linear classifier on E(x): (trained encoder, randomly initialised encoder,
     the mean over initialisations with `seeds`)."""
-    game, nets, cfg = load_generator(run)
+    opened = open_run(run)
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     random = []
     for seed in seeds:
         torch.manual_seed(seed)

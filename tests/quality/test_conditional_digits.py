@@ -76,11 +76,11 @@ def test_short_infogan_run_separates_digits_by_its_categorical_code(tmp_path):
 if __name__ == "__main__":  # python -m tests.quality.test_conditional_digits RUN_OR_CHECKPOINT_DIR ...
     import tempfile
 
-    from distgan.train.export import load_generator
+    from distgan.runs import open_run
 
     for path in sys.argv[1:]:
         tmp = Path(tempfile.mkdtemp())
-        game = load_generator(Path(path))[2].game.name
+        game = open_run(Path(path)).cfg.game.name
         if game == "infogan":
             purity, matching = code_purity(Path(path), tmp)
             print(f"{path}: purity {purity:.4f}, code -> digit {matching}")

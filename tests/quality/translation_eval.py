@@ -26,7 +26,7 @@ from distgan.data.base import Batch
 from distgan.data.builtin import domain_pair
 from distgan.games import Conditions
 from distgan.sampling import generate
-from distgan.train.export import load_generator
+from distgan.runs import open_run
 from tests.quality.digit_judge import classify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,8 @@ def _heldout(cfg) -> tuple[Batch, torch.Tensor]:
 
 
 def pix2pix_scores(run: Path) -> dict[str, float]:
-    game, nets, cfg = load_generator(Path(run))
+    opened = open_run(Path(run))
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     batch, labels = _heldout(cfg)
     inputs = game.input_images(batch)
     target = batch.x_b if game.direction == "AB" else batch.x
@@ -74,7 +75,8 @@ def translate_folder(run: Path, inputs: Path, outputs: Path, direction: str = "A
 
 def cycle_scores(run: Path) -> dict[str, float]:
     """A -> B on the held-out digits through `distgan translate` (PNG in, PNG out)."""
-    game, nets, cfg = load_generator(Path(run))
+    opened = open_run(Path(run))
+    game, nets, cfg = opened.game, opened.nets, opened.cfg
     batch, labels = _heldout(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         _write_pngs(batch.x, Path(tmp) / "in")

@@ -193,8 +193,8 @@ def test_truncation_redraws_values_outside_the_threshold_only():
 
 def test_truncated_noise_is_the_same_on_any_split_of_the_batch():
     def draw(offset, local):
-        return StepContext((0, 1), total=16, offset=offset, local_batch=local, device=torch.device("cpu"),
-                           truncation=0.5).randn(4)
+        return StepContext((0, 1), total=16, offset=offset, local_batch=local,
+                           device=torch.device("cpu")).truncated_randn(0.5, 4)
 
     whole = draw(0, 16)
     assert whole.abs().max() <= 0.5
