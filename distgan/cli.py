@@ -22,10 +22,15 @@ EXIT_STOPPED = 75
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from distgan.config import dump_yaml, load_config
+    from distgan.config import check_files, dump_yaml, load_config, unreachable_files
 
     cfg = load_config(args.config, args.overrides)
-    if args.dry_run:
+    if args.dry_run:  # every check without importing torch; the file checks where the files are here
+        unreachable = unreachable_files(cfg)
+        for problem in unreachable:  # e.g. a login node that does not mount the data: training would stop
+            print(f"distgan train: warning: not checked here: {problem}", file=sys.stderr)
+        if not unreachable:
+            check_files(cfg)
         print(dump_yaml(cfg), end="")
         return 0
     from distgan.errors import DistganError
@@ -304,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a GAN from a YAML config")
     train.add_argument("config", help="YAML config file (see configs/)")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 run.dir=runs/x")
-    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the config (and the files it names) and print it resolved, without torch")
     train.set_defaults(func=_cmd_train)
 
     sample = sub.add_parser("sample", help="generate samples from a run or checkpoint")

@@ -132,15 +132,15 @@ def needs_reference(metrics: list[str]) -> bool:
     return any(m in _REFERENCE_METRICS for m in metrics)
 
 
-def extractor_for(cfg: Config, device: torch.device) -> Extractor:
-    from distgan.data import data_info
-
+def extractor_for(cfg: Config, sample_shape: tuple[int, ...], device: torch.device) -> Extractor:
+    """The `eval.features` extractor for samples of `sample_shape` (the game's: game.info.shape, read
+    from the run, so a finished run is scored without its data at hand)."""
     if cfg.eval.features == "digits" and cfg.data.name not in ("digits", "stacked_digits"):
         raise ConfigError(f"eval.features=digits judges the built-in digits and stacked_digits only, not "
                           f"data.name={cfg.data.name}; use eval.features=inception (with eval.inception_weights) "
                           f"or module:callable")
     return build_extractor(cfg.eval.features, inception_weights=cfg.eval.inception_weights,
-                           sample_shape=data_info(cfg).shape, device=device)
+                           sample_shape=tuple(sample_shape), device=device)
 
 
 # --------------------------------------------------------------------------- generation
@@ -321,7 +321,7 @@ def evaluate(game, nets: Mapping[str, nn.Module], cfg: Config, *, device: torch.
     """All ranks call it; every rank returns {"metrics": {...}, plus how they were obtained}."""
     chosen = resolve_metrics(cfg, metrics)
     if needs_extractor(chosen, cfg):
-        extractor = extractor or extractor_for(cfg, device)
+        extractor = extractor or extractor_for(cfg, game.info.shape, device)
         check_applicable(chosen, game, extractor, cfg)
         if reference is None and needs_reference(chosen):
             reference = reference_features(cfg, extractor, device)
@@ -354,7 +354,7 @@ class Evaluator:
     def __init__(self, cfg: Config, game, device: torch.device, ckpt_root: Path):
         self.cfg, self.game, self.device = cfg, game, device
         self.metrics = resolve_metrics(cfg)
-        self.extractor = extractor_for(cfg, device) if needs_extractor(self.metrics, cfg) else None
+        self.extractor = extractor_for(cfg, game.info.shape, device) if needs_extractor(self.metrics, cfg) else None
         check_applicable(self.metrics, game, self.extractor, cfg)
         self.reference: Optional[dict[str, Tensor]] = None  # computed (collectively) at the first evaluation
         self.best_root = ckpt_root / "best"

@@ -50,10 +50,12 @@ class OracleConditionalGame(Game):
 
 def _evaluate(label_shift: int, cache_dir: str) -> dict:
     from distgan.config import load_config
+    from distgan.data import data_info
     from distgan.metrics.evaluate import evaluate
 
     cfg = load_config("configs/dcgan_digits.yaml", ["data.resolution=16", "eval.num=700", f"eval.cache_dir={cache_dir}"])
     game = OracleConditionalGame(label_shift)
+    game.info = data_info(cfg)  # what build_game sets: the data the nets make (the features' input shape)
     return evaluate(game, game.nets, cfg, device=torch.device("cpu"), metrics=["class_acc", "intra_fid"])
 
 

@@ -125,3 +125,19 @@ def test_config_sections_and_composition_import_no_torch():
             "import distgan.config, distgan.sections.games, distgan.data.manifest, distgan.cli\n"
             "distgan.config.load_config('configs/cogan_digits_negative.yaml')\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+def _private_imports() -> list[str]:
+    """`from distgan.<pkg>... import _name` in a module outside that subpackage."""
+    out = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("distgan."):
+                home = node.module.split(".")[1]
+                if name.split(".")[1:2] != [home]:
+                    out += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return out
+
+
+def test_no_module_imports_a_private_name_from_another_package():
+    assert not _private_imports(), "private names used across packages:\n" + "\n".join(_private_imports())
