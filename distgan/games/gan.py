@@ -39,13 +39,17 @@ class AdversarialGame(Game):
         super().__init__()
         self.cfg = cfg.game
         self.z_dim = cfg.model.z_dim
-        self.loss = losses.adversarial(cfg.game.loss)
+        self.loss = self.adversarial_loss(cfg.game.loss)
         self.packing = cfg.model.d.packing
         self.nets = {
             "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
             "D": build_net(DISCRIMINATOR, "model.d", cfg.model.d, cfg.model, info),
         }
         self.players = {GENERATOR: ("G",), DISCRIMINATOR: ("D",)}
+
+    def adversarial_loss(self, name: str):
+        """The loss pair `game.loss` names (a variant with losses of its own overrides this)."""
+        return losses.adversarial(name)
 
     # ------------------------------------------------------------------ phases
 

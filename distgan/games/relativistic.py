@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distgan.data.base import Batch, DataInfo
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
+from distgan.data.base import Batch
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Phase, StepContext
 from distgan.games.gan import AdversarialGame
-from distgan.models import build_net
 from distgan.sections.games import RelativisticConfig
 
 
@@ -112,17 +111,8 @@ class RelativisticGame(AdversarialGame):
 
     Config = RelativisticConfig
 
-    def __init__(self, cfg, info: DataInfo):
-        Game.__init__(self)  # not gan's: it builds a loss of distgan.losses from game.loss
-        self.cfg = cfg.game
-        self.z_dim = cfg.model.z_dim
-        self.relativistic = LOSSES[cfg.game.loss]
-        self.packing = cfg.model.d.packing
-        self.nets = {
-            "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
-            "D": build_net(DISCRIMINATOR, "model.d", cfg.model.d, cfg.model, info),
-        }
-        self.players = {GENERATOR: ("G",), DISCRIMINATOR: ("D",)}
+    def adversarial_loss(self, name: str) -> "RelativisticLoss":
+        return LOSSES[name]
 
     def phases(self) -> list[Phase]:
         # G's loss compares its fakes with real samples: its phase draws a real batch as D's does.
@@ -131,7 +121,7 @@ class RelativisticGame(AdversarialGame):
 
     def _relative(self, loss: Callable, real_logits: Tensor, fake_logits: Tensor,
                   ctx: StepContext) -> dict[str, Tensor]:
-        if not self.relativistic.average:  # pairs within a rank's batch: the usual local mean
+        if not self.loss.average:  # pairs within a rank's batch: the usual local mean
             return loss(real_logits, fake_logits)
         real, ranks = global_rows(real_logits, ctx, self.packing)
         fake, _ = global_rows(fake_logits, ctx, self.packing)
@@ -144,11 +134,11 @@ class RelativisticGame(AdversarialGame):
         real_logits = self._judge(D, batch.x, ctx)  # (B / packing,)
         self.observe_real(real_logits, ctx)
         fake_logits = self._judge(D, fake, ctx)
-        return self._relative(self.relativistic.discriminator, real_logits, fake_logits, ctx)
+        return self._relative(self.loss.discriminator, real_logits, fake_logits, ctx)
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]
         fake_logits = self._judge(D, G(ctx.randn(self.z_dim)), ctx)  # (B / packing,)
         with torch.no_grad():  # D is frozen and the real batch does not depend on G
             real_logits = self._judge(D, batch.x, ctx)
-        return self._relative(self.relativistic.generator, real_logits, fake_logits, ctx)
+        return self._relative(self.loss.generator, real_logits, fake_logits, ctx)

@@ -90,28 +90,6 @@ def check(ecfg: EvalConfig, data_name: str) -> None:
         raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
     if ecfg.reference_num < 0:
         raise ConfigError(f"eval.reference_num must be >= 0 (0 = all), got {ecfg.reference_num}")
-    eval_metrics(cfg.data.name, ecfg.metrics)
-    if ecfg.features not in ("digits", "inception") and ":" not in ecfg.features:
-        raise ConfigError(f"eval.features={ecfg.features!r}: expected digits, inception or module.path:callable")
-    if ecfg.best:
-        keys = [k for m in eval_metrics(cfg.data.name, ecfg.metrics) for k in metric_keys(m, cfg.data.name)]
-        if ecfg.best not in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER or ecfg.best not in keys:
-            valid = [k for k in keys if k in EVAL_LOWER_IS_BETTER + EVAL_HIGHER_IS_BETTER]
-            raise ConfigError(f"eval.best={ecfg.best!r} is not a result of eval.metrics (choose from {', '.join(valid)})")
-        if not ecfg.every:
-            raise ConfigError("eval.best keeps the best checkpoint during training: it needs eval.every > 0")
-
-
-def check(ecfg: EvalConfig, data_name: str) -> None:
-    """The `eval:` section's own checks against the data it evaluates; ConfigError naming the key."""
-    if ecfg.every < 0:
-        raise ConfigError(f"eval.every must be >= 0, got {ecfg.every}")
-    if ecfg.truncation < 0:
-        raise ConfigError(f"eval.truncation must be >= 0 (0 = none), got {ecfg.truncation}")
-    if ecfg.num < 2:
-        raise ConfigError(f"eval.num must be >= 2, got {ecfg.num}")
-    if ecfg.reference_num < 0:
-        raise ConfigError(f"eval.reference_num must be >= 0 (0 = all), got {ecfg.reference_num}")
     eval_metrics(data_name, ecfg.metrics)
     if ecfg.features not in ("digits", "inception") and ":" not in ecfg.features:
         raise ConfigError(f"eval.features={ecfg.features!r}: expected digits, inception or module.path:callable")
