@@ -43,6 +43,16 @@ class GameConfig:
     def validate(self, cfg) -> None:
         """Cross-field checks against the whole config, touching no file; raise ConfigError naming the key."""
 
+    def require_non_negative(self, *keys: str) -> None:
+        for key in keys:
+            if getattr(self, key) < 0:
+                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+
+    def require_positive(self, *keys: str) -> None:
+        for key in keys:
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")
+
     def check_files(self, cfg) -> None:
         """Checks that read files (e.g. a shards manifest), run when training starts, never when a
         finished run is opened; raise ConfigError naming the key."""
@@ -70,12 +80,8 @@ class AdversarialConfig(GameConfig):
     supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
 
     def validate(self, cfg) -> None:
-        for key in ("n_critic", "r1_interval"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"game.{key} must be > 0, got {getattr(self, key)}")
-        for key in ("gp_weight", "r1_gamma", "clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        self.require_positive("n_critic", "r1_interval")
+        self.require_non_negative("gp_weight", "r1_gamma", "clip")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"game.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.label_smoothing and self.loss not in ("nonsaturating", "minimax"):
@@ -107,8 +113,7 @@ class ConditionalConfig(GameConfig):
     supports_augment: ClassVar[bool] = True  # every input of D goes through Game.d_view
 
     def validate(self, cfg) -> None:
-        if self.g_batches <= 0:
-            raise ConfigError(f"game.g_batches must be > 0, got {self.g_batches}")
+        self.require_positive("g_batches")
         if cfg.data.name in POINT_DATA:
             raise ConfigError(f"game.name={self.name} is conditional, but data.name={cfg.data.name} has no class "
                               f"labels (use digits, stacked_digits or labelled shards)")
@@ -129,9 +134,7 @@ class ACGANConfig(ConditionalConfig):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        for key in ("aux_weight", "aux_fake_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        self.require_non_negative("aux_weight", "aux_fake_weight")
 
 
 @dataclass
@@ -153,12 +156,9 @@ class BigGANConfig(ConditionalConfig):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        if self.n_critic <= 0:
-            raise ConfigError(f"game.n_critic must be > 0, got {self.n_critic}")
-        if self.ortho_weight < 0:
-            raise ConfigError(f"game.ortho_weight must be >= 0, got {self.ortho_weight}")
-        if self.shared_dim <= 0:
-            raise ConfigError(f"game.shared_dim must be > 0, got {self.shared_dim}")
+        self.require_positive("n_critic")
+        self.require_non_negative("ortho_weight")
+        self.require_positive("shared_dim")
         for side in ("g", "d"):
             arch = getattr(cfg.model, side).arch
             if arch != "sngan":
@@ -195,11 +195,8 @@ class InfoGANConfig(GameConfig):
                               f"InfoGAN needs at least one code (both >= 0)")
         if self.categories == 1:
             raise ConfigError("game.categories=1 carries no information; use 0 (none) or >= 2")
-        for key in ("info_weight", "continuous_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if self.q_width <= 0:
-            raise ConfigError(f"game.q_width must be > 0, got {self.q_width}")
+        self.require_non_negative("info_weight", "continuous_weight")
+        self.require_positive("q_width")
 
 
 @dataclass
@@ -216,8 +213,7 @@ class Pix2PixConfig(GameConfig):
     sample_dropout: bool = False
 
     def validate(self, cfg) -> None:
-        if self.l1_weight < 0:
-            raise ConfigError(f"game.l1_weight must be >= 0, got {self.l1_weight}")
+        self.require_non_negative("l1_weight")
         if cfg.model.d.arch != "patchgan":
             raise ConfigError(f"game.name=pix2pix judges (input, output) pairs: model.d.arch must be patchgan, "
                               f"not {cfg.model.d.arch}")
@@ -240,11 +236,8 @@ class CycleConfig(GameConfig):
     direction: Literal["AB", "BA"] = "AB"  # what sampling translates by default
 
     def validate(self, cfg) -> None:
-        for key in ("cycle_weight", "identity_weight", "clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
-        if self.history < 0:
-            raise ConfigError(f"game.history must be >= 0, got {self.history}")
+        self.require_non_negative("cycle_weight", "identity_weight", "clip")
+        self.require_non_negative("history")
         if self.loss == "wasserstein" and not self.clip:
             raise ConfigError("game.loss=wasserstein needs a Lipschitz constraint on the critics: set game.clip "
                               "(DualGAN: 0.01)")
@@ -291,9 +284,7 @@ class ContextEncoderConfig(GameConfig):
     mask_fraction: float = 0.5  # side of the centre square, as a fraction of the image side
 
     def validate(self, cfg) -> None:
-        for key in ("rec_weight", "adv_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        self.require_non_negative("rec_weight", "adv_weight")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"game.mask_fraction must be in (0, 1), got {self.mask_fraction}")
 
@@ -333,9 +324,7 @@ class VAEGANConfig(GameConfig):
     has_encoder: ClassVar[bool] = True
 
     def validate(self, cfg) -> None:
-        for key in ("gamma", "adv_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"game.{key} must be >= 0, got {getattr(self, key)}")
+        self.require_non_negative("gamma", "adv_weight")
         if self.reconstruction == "features" and cfg.model.d.arch not in ("mlp", "dcgan"):
             raise ConfigError(f"game.reconstruction=features reads D's hidden features: model.d.arch mlp or dcgan, "
                               f"not {cfg.model.d.arch}")
