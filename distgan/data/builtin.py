@@ -228,12 +228,17 @@ class TensorSource(_GlobalStream):
         n = len(self.x)
         start = self.draws * self.global_batch + self.offset
         self.draws += 1
-        pos = torch.arange(start, start + self.local_batch)  # positions in the endless stream
-        epochs, within = pos // n, pos % n
-        idx = torch.empty_like(pos)
-        for epoch in epochs.unique().tolist():
-            mask = epochs == epoch
-            idx[mask] = self._perm(epoch)[within[mask]]
+        epoch, lo = divmod(start, n)
+        if lo + self.local_batch <= n:
+            # Within one epoch (all but one batch per epoch): a slice of its permutation.
+            idx = self._perm(epoch)[lo : lo + self.local_batch]
+        else:
+            pos = torch.arange(start, start + self.local_batch)  # positions in the endless stream
+            epochs, within = pos // n, pos % n
+            idx = torch.empty_like(pos)
+            for e in epochs.unique().tolist():
+                mask = epochs == e
+                idx[mask] = self._perm(e)[within[mask]]
         return Batch(x=self._rows("x", idx), y=self._rows("y", idx), x_b=self._rows("x_b", idx))
 
     def _rows(self, name: str, idx: Tensor) -> Tensor | None:
@@ -241,7 +246,7 @@ class TensorSource(_GlobalStream):
         there and a batch is a gather on the GPU: no CPU gather and copy while the GPU waits."""
         full = getattr(self, name)
         if full is None or self.device is None or torch.device(self.device).type != "cuda":
-            return None if full is None else full[idx].to(self.device)
+            return None if full is None else full.index_select(0, idx).to(self.device)
         if name not in self._on_device:
             self._on_device[name] = full.to(self.device)
         return self._on_device[name][to_device(idx, self.device)]
