@@ -70,5 +70,10 @@ def test_run_resumed_from_another_runs_checkpoint_is_used_after_the_source_is_de
             f"train.resume={checkpoint}", f"run.dir={run}")
     shutil.rmtree(source)
     _use_without_sources(run, tmp_path, "resumed", "--metrics", "fid,is")
+    # Training from it again is refused by name (a dry run only warns: the files may be elsewhere).
+    proc = run_cli("train", "configs/dcgan_digits.yaml", f"train.resume={checkpoint}", f"run.dir={tmp_path / 'x'}",
+                   check=False)
+    assert proc.returncode == 2 and "train.resume=" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists(), "refused before it wrote anything"
     proc = run_cli("train", "configs/dcgan_digits.yaml", f"train.resume={checkpoint}", "--dry-run", check=False)
-    assert proc.returncode == 2 and "train.resume=" in proc.stderr
+    assert proc.returncode == 0 and "warning: not checked here: train.resume=" in proc.stderr
