@@ -135,3 +135,23 @@ def wandb_history(path: Path) -> list[dict]:
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
     return rows
+
+
+def point_mode_metrics(config: str, steps: int, tmp_path, data: str, *overrides: str, timeout: float = 360) -> dict:
+    """Train `config` (2-D points) for `steps` through the CLI, sample 2,500 points of its EMA
+    generator, and score them against the `data` mixture (ring | grid): distgan.metrics.modes."""
+    import numpy as np
+
+    from distgan.data.builtin import mixture
+    from distgan.metrics.modes import mode_metrics
+
+    run = tmp_path / "run"
+    proc = run_cli("train", config, f"train.steps={steps}", f"run.dir={run}", "train.resume=never",
+                   "log.progress=false", *overrides, timeout=timeout)
+    assert f"done: step {steps}/{steps}" in proc.stdout
+    out = tmp_path / "samples.npy"
+    run_cli("sample", str(run), "--num", "2500", "--out", str(out), timeout=60)
+    samples = np.load(out)
+    assert samples.shape == (2500, 2) and np.isfinite(samples).all()
+    modes, std = mixture(data)
+    return {**mode_metrics(samples, modes, std), "total": len(modes)}
