@@ -100,9 +100,9 @@ def _sample_conditions(args: argparse.Namespace, game, nets):
     return None, 0
 
 
-def _data_inputs(game, cfg, num: int):
-    """The first `num` inputs of the run's own data set (its data.split), for `sample` of an image-input
-    run without --inputs."""
+def _data_preview(cfg, num: int):
+    """The first `num` samples of the run's own data set (its data.split), for `sample` of an
+    image-input run without --inputs (read only when the game asks for them)."""
     from distgan.data import build_source
     from distgan.errors import ConfigError
 
@@ -110,7 +110,7 @@ def _data_inputs(game, cfg, num: int):
     if not hasattr(source, "preview"):
         raise ConfigError(f"data.name={cfg.data.name}: give the images to translate with --inputs (or use "
                           f"distgan translate on a folder)")
-    return game.input_images(source.preview(num)).cpu()
+    return source.preview(num)
 
 
 def _sample_codes(args: argparse.Namespace, game) -> dict:
@@ -152,10 +152,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.labels_out:
         game.check_labels(flag="--labels-out")
     conditions, nrow = _sample_conditions(args, game, nets)
-    if conditions is None and game.image_input:  # a translation run: the first --num inputs of its data
-        from distgan.games import Conditions
-
-        conditions = Conditions(images=_data_inputs(game, _cfg, args.num))
+    if conditions is None:  # a translation run takes the first --num inputs of its data; others none
+        conditions = game.data_inputs(lambda n: _data_preview(_cfg, n), args.num)
     num = len(conditions) if conditions is not None else args.num
     samples = generate(game, nets, num, seed=args.seed, device=torch.device("cpu"), policy=args.bn,
                        conditions=conditions, truncation=args.truncation)

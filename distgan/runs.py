@@ -7,8 +7,8 @@ Opening reads the files it is given and no other: the config is rebuilt with its
 (distgan.config.from_dict) and the data's shape comes from the record saved at training time, so a
 run opens after its shards or its resume source are gone.
 
-Its floor (docs/DESIGN.md, "The layers"): above the games, below sampling and the commands. Of
-distgan/train/ it reads only the checkpoint file format (distgan.train.checkpoint).
+Its floor (the table in distgan/__init__.py): above the games, sampling and training, below the
+commands. Of distgan/train/ it reads only the checkpoint file format (distgan.train.checkpoint).
 """
 
 from __future__ import annotations
@@ -75,12 +75,7 @@ def _game_for(cfg: Config, record: Optional[dict]) -> Game:
     """The game with fresh nets, shaped by the data info stored at training time when there
     (so a run trained on shards samples without the shards' manifest), else read from cfg.data."""
     info = DataInfo.from_record(record) if record else data_info(cfg)
-    game = build_game(cfg, info)
-    if cfg.model.sync_bn:
-        from distgan.nn.sync_bn import convert_to_cross_replica_bn
-
-        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
-    return game
+    return build_game(cfg, info)
 
 
 # --------------------------------------------------------------------------- exports (written by distgan.export)

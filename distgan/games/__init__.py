@@ -23,6 +23,7 @@ from distgan.games.base import (
     pick,
     touch,
 )
+from distgan.nn.sync_bn import convert_to_cross_replica_bn
 from distgan.plugins import import_object
 from distgan.sections.games import GAMES as SECTIONS
 
@@ -47,7 +48,11 @@ def game_class(name: str) -> type[Game]:
 
 
 def build_game(cfg, info: DataInfo) -> Game:
+    """The game `cfg` names, its nets built for `info` as the config describes them (model.sync_bn:
+    cross-replica BatchNorm), for training and for opening a finished run alike."""
     game = game_class(cfg.game.name)(cfg, info)
+    if cfg.model.sync_bn:
+        game.nets = {n: convert_to_cross_replica_bn(m) for n, m in game.nets.items()}
     game.variant = cfg.game.name  # what its errors call the run: the name the config gives it
     game.info = info
     game.augment = build_augment(cfg)

@@ -32,7 +32,7 @@ from distgan.augment import Augment
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import CapabilityError, ConfigError
 from distgan.sections.games import GameConfig
-from distgan.step_context import StepContext, truncate  # noqa: F401  (re-exported: distgan.games)
+from distgan.step_context import StepContext
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
@@ -228,8 +228,22 @@ class Game:
             return Conditions(labels=torch.arange(classes).repeat_interleave(per_class)), per_class
         if self.image_input:
             pairs = max(1, count // 2)
-            return Conditions(images=self.input_images(preview(pairs)).cpu()), 2 * max(1, int(np.sqrt(pairs)))
+            return self.data_inputs(preview, pairs), 2 * max(1, int(np.sqrt(pairs)))
         return None
+
+    def check_data_inputs(self, preview: Optional[Callable[[int], Batch]]) -> None:
+        """ConfigError when the game translates input images, which its grid (and `distgan sample`
+        without --inputs) take from the run's data, and the data has no fixed first samples (`preview`
+        is None). Checked when training starts, before the first grid needs them."""
+        if self.image_input and preview is None:
+            raise ConfigError(f"game.name={self._called()} translates images, but its data has no fixed inputs "
+                              f"for the sample grid")
+
+    def data_inputs(self, preview: Optional[Callable[[int], Batch]], num: int) -> Optional[Conditions]:
+        """The first `num` inputs of the run's data (`preview(num)`) as the Conditions of a game that
+        translates input images; None for a game that generates from noise (preview is not called)."""
+        self.check_data_inputs(preview)
+        return Conditions(images=self.input_images(preview(num)).cpu()) if self.image_input else None
 
     # ------------------------------------------------------------------ capabilities
 

@@ -28,7 +28,7 @@ from torch import nn
 from distgan.config import Config, check_files, dump_yaml
 from distgan.data import build_source
 from distgan.data.base import derive_seed
-from distgan.errors import ConfigError, TrainingError
+from distgan.errors import TrainingError
 from distgan.games import StepContext, build_game
 from distgan.log import RunLog, Stats, fixed_wandb_id
 from distgan.train import checkpoint, state
@@ -66,17 +66,11 @@ class Trainer:
         # Same initial weights on every rank, whatever the world size.
         torch.manual_seed(derive_seed(tcfg.seed, _STREAM_INIT))
         self.game = build_game(cfg, self.data.info)
-        if cfg.model.sync_bn:
-            from distgan.nn.sync_bn import convert_to_cross_replica_bn
-
-            self.game.nets = {n: convert_to_cross_replica_bn(m) for n, m in self.game.nets.items()}
         self.nets: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.game.nets.items()}
         if tcfg.channels_last:  # in place, before optimizers and EMA copies see the parameters
             for net in self.nets.values():
                 net.to(memory_format=torch.channels_last)
-        if self.game.image_input and not hasattr(self.data, "preview"):
-            raise ConfigError(f"game.name={cfg.game.name} translates images, but data.name={cfg.data.name} "
-                              f"has no fixed inputs for the sample grid")
+        self.game.check_data_inputs(getattr(self.data, "preview", None))
         self.plans = plan_phases(self.game, self.nets)
         self.optimizers = build_optimizers(self.game.optimizer_groups, self.nets, cfg.optim, self.device)
         self.precision = resolve_precision(tcfg.precision, self.device)

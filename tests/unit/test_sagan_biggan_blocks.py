@@ -8,7 +8,7 @@ from torch import nn
 
 from distgan.config import load_config
 from distgan.errors import ConfigError
-from distgan.games.base import StepContext, truncate
+from distgan.step_context import StepContext, truncate
 from distgan.models.blocks import (
     ConditionalBatchNorm2d,
     SelfAttention,
