@@ -15,7 +15,7 @@ import torch
 
 from distgan.games.relativistic import LOSSES, RelativisticGame
 from tests.games.test_contract import STEPS, _train, assert_same_training
-from tests.helpers import flat_tensors, latest_state, metrics, point_mode_metrics
+from tests.helpers import assert_bitwise_equal, flat_tensors, latest_state, metrics, point_mode_metrics, run_cli
 
 # Two real and two fake logits, the means different on both sides: mean C(x_r) = 1, mean C(x_f) = -0.5.
 REAL, FAKE = [2.0, 0.0], [0.0, -1.0]
@@ -134,6 +134,19 @@ def test_two_processes_equal_one(tmp_path, name):
     start = latest_state(_train(tmp_path / "start", PARITY[name], 1, 16, 1, "train.ema_decay=0"))
     first = "/D/net.0.weight"
     assert not torch.allclose(flat_tensors(start["nets"])[first], flat_tensors(state["nets"])[first])
+
+
+@pytest.mark.slow
+def test_resume_on_two_processes_is_bitwise(tmp_path):
+    """RaGAN (the gathered means) for STEPS // 2 steps, stopped, resumed to STEPS: bitwise the weights,
+    optimizer and game state of an uninterrupted run on 2 processes."""
+    base = PARITY["ragan"]
+    whole = _train(tmp_path / "whole", base, 2, 8)
+    _train(tmp_path / "split", base, 2, 8, STEPS // 2)
+    resumed = run_cli("train", *base, "train.batch_size=8", f"train.steps={STEPS}", "log.every=1", "ckpt.every=0",
+                      "log.sample_every=0", f"run.dir={tmp_path / 'split'}", procs=2, cpu=True)
+    assert f"at step {STEPS // 2}" in resumed.stdout
+    assert_bitwise_equal(latest_state(whole), latest_state(tmp_path / "split"))
 
 
 class PerRankAverage(RelativisticGame):
