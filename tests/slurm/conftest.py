@@ -19,39 +19,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-BINARIES = ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "munged"]
-
-
-def _missing() -> list[str]:
-    return [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
-
-
-def _install() -> str | None:
-    """None when Slurm is there (installed now or before), else why it cannot be."""
-    if not _missing():
-        return None
-    if os.geteuid() != 0:
-        return f"Slurm is not installed ({', '.join(_missing())} missing) and installing it needs root"
-    if shutil.which("apt-get") is None:
-        return "Slurm is not installed and this machine has no apt-get"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            return f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}"
-    return f"Slurm still incomplete after apt-get install: {_missing()}" if _missing() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.slurm.daemons import cancel_jobs, free_port, install, run, skip_or_fail, start_munged, stop, wait
+from tests.slurm.two_nodes import NamespaceError, TwoNodeCluster, cannot_make
 
 
 def _conf(base: Path, host: str, munge_socket: Path) -> str:
@@ -65,8 +38,8 @@ def _conf(base: Path, host: str, munge_socket: Path) -> str:
     return f"""\
 ClusterName=distgan-test
 SlurmctldHost={host}
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 AuthType=auth/munge
 SlurmUser=root
 SlurmdUser=root
@@ -95,57 +68,6 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def _munge_ok(socket_path: Path) -> bool:
-    sock = f"--socket={socket_path}"
-    enc = subprocess.run(["munge", sock, "-n"], check=False, capture_output=True)
-    return enc.returncode == 0 and subprocess.run(["unmunge", sock], check=False, input=enc.stdout,
-                                                    capture_output=True).returncode == 0
-
-
-def _start_munged(home: Path) -> tuple[subprocess.Popen, Path]:
-    """This cluster's own munged (as root, which munged allows when it is not asked to
-    drop privileges): a fresh key, and socket, pid, seed and log files all in `home`.
-
-    munged refuses a socket unless every directory above it may be entered by all, which
-    pytest's temp dirs (mode 700) are not: `home` is a directory of its own in the system's
-    temp dir, made enterable."""
-    home.chmod(0o755)
-    key = home / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    socket_path = home / "munge.sock"
-    with (home / "munged.stderr").open("wb") as stderr:  # the child keeps its own copy of the file
-        proc = subprocess.Popen(
-            ["/usr/sbin/munged", "--foreground", f"--socket={socket_path}", f"--key-file={key}",
-             f"--pid-file={home / 'munged.pid'}", f"--seed-file={home / 'munged.seed'}",
-             f"--log-file={home / 'munged.log'}", "--num-threads=4"],
-            stdout=subprocess.DEVNULL, stderr=stderr)
-    _wait(lambda: _munge_ok(socket_path), 20, "munged to answer", proc)
-    return proc, socket_path
-
-
-def _wait(ready, timeout: float, what: str, *procs: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        for p in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"{what}: {p.args[0]} exited with {p.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class SlurmCluster:
     """The running test cluster: `env` for client commands, `base` for its logs."""
 
@@ -154,10 +76,7 @@ class SlurmCluster:
         self.env = dict(os.environ, SLURM_CONF=str(conf))
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(cmd), check=False, env=self.env, capture_output=True, text=True, timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
-        return proc
+        return run(self.env, *cmd, check=check)
 
     def node_state(self) -> str:
         return self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
@@ -168,27 +87,13 @@ class SlurmCluster:
                                    self.base / "slurmctld.log", self.base / "slurmd.log") if p.exists())
 
 
-def _cancel_jobs(cluster: SlurmCluster) -> None:
-    """Jobs' processes (slurmstepd and below) outlive slurmd: end them through Slurm first."""
-    try:
-        jobs = cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
-        if not jobs:
-            return
-        cluster.run("scancel", *jobs, check=False)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split():
-            time.sleep(1)
-    except (OSError, subprocess.SubprocessError):
-        pass
-
-
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):
-    reason = _install()
+    reason = install()
     if reason:
-        pytest.skip(f"no Slurm: {reason}")
+        skip_or_fail(f"no Slurm: {reason}")
     if os.geteuid() != 0:
-        pytest.skip("the test Slurm runs its daemons as root (SlurmUser=root); not root here")
+        skip_or_fail("the test Slurm runs its daemons as root (SlurmUser=root); not root here")
     base = tmp_path_factory.mktemp("slurm")
     for sub in ("state", "spool"):
         (base / sub).mkdir()
@@ -197,21 +102,41 @@ def slurm(tmp_path_factory):
     cluster = SlurmCluster(base, conf, host, Path(tempfile.mkdtemp(prefix="distgan-munge-")))
     started: list[subprocess.Popen] = []
     try:
-        munged, munge_socket = _start_munged(cluster.munge_home)
+        munged, munge_socket = start_munged(cluster.munge_home)
         started.append(munged)
         conf.write_text(_conf(base, host, munge_socket))
         for daemon in ("slurmctld", "slurmd"):
             started.append(subprocess.Popen([f"/usr/sbin/{daemon}", "-D", "-f", str(conf)], env=cluster.env,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             if daemon == "slurmctld":
-                _wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0, 60,
-                      "slurmctld to answer", *started)
-        _wait(lambda: cluster.node_state() == "idle", 90, f"node {host} to be idle", *started)
+                wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0, 60,
+                     "slurmctld to answer", *started)
+        wait(lambda: cluster.node_state() == "idle", 90, f"node {host} to be idle", *started)
         yield cluster
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{cluster.logs()}") from None
     finally:
-        _cancel_jobs(cluster)
+        cancel_jobs(cluster.env)
         for proc in reversed(started):
-            _stop(proc)
+            stop(proc)
         shutil.rmtree(cluster.munge_home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def two_nodes(tmp_path_factory):
+    """The two-node cluster of tests/slurm/two_nodes.py, one per session. Its tests share the
+    pytest-xdist group "slurm" with the one-node tests, so only one cluster runs jobs at a time."""
+    reason = cannot_make()
+    if reason:
+        skip_or_fail(reason)
+    cluster = TwoNodeCluster(tmp_path_factory.mktemp("slurm2"))
+    try:
+        try:
+            cluster.up()
+        except NamespaceError as exc:
+            skip_or_fail(f"cannot make the network namespaces here: {exc}")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{cluster.logs()}") from None
+        yield cluster
+    finally:
+        cluster.down()

@@ -26,110 +26,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    ROOT,
-    TINY_DCGAN,
-    assert_bitwise_equal,
-    cli_env,
-    latest_state,
-    metrics,
+from tests.helpers import ROOT, assert_bitwise_equal, latest_state, metrics
+from tests.slurm.jobs import (
+    STEPS,
+    assert_completed,
+    assert_refused,
+    job_info,
+    job_log,
+    requeue_counts,
+    sbatch,
+    training,
+    wait_for,
+    wait_job,
+    worker_pid,
 )
 
 # One test Slurm per session, its daemons on fixed ports: under pytest-xdist every Slurm
 # test runs in the same worker (`--dist loadgroup`).
 pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("slurm")]
-
-STEPS = 300  # long enough to be warned mid-run, a minute on two shared cores
-TRAIN = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "log.progress=false", "log.every=20", "log.sample_every=100",
-         "ckpt.every=0", "train.ema_start=1", "train.collective_timeout_s=60"]
-CPU_FLAGS = ["--gpus-per-node=0", "--time=30"]
-DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-               "DEADLINE", "PREEMPTED"}
-
-
-def sbatch(slurm, script: str, run_dir: Path, *args: str, flags=(), env=None, config=None) -> int:
-    """Submit slurm/<script> itself (not a copy) from the checkout root."""
-    job_env = dict(cli_env(cpu=True), SLURM_CONF=slurm.env["SLURM_CONF"], DISTGAN_CPU="1", **(env or {}))
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    train = [str(config), *TRAIN[1:]] if config else TRAIN
-    proc = subprocess.run(
-        ["sbatch", "--parsable", f"--chdir={ROOT}", f"--output={run_dir.parent}/sbatch-%j.out", *CPU_FLAGS,
-         *flags, str(ROOT / "slurm" / script), *train, *args, f"run.dir={run_dir}"],
-        check=False, env=job_env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return int(proc.stdout.strip().split(";")[0])
-
-
-def job_info(slurm, job: int) -> dict[str, str]:
-    out = slurm.run("scontrol", "show", "job", "-o", str(job)).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def wait_job(slurm, job: int, timeout: float = 600) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        info = job_info(slurm, job)
-        if info.get("JobState") in DONE_STATES:
-            return info
-        if info.get("JobState") == "PENDING" and info.get("Reason") not in ("None", "Priority", "Resources",
-                                                                              "BeginTime"):
-            slurm.run("scancel", str(job), check=False)
-            raise AssertionError(f"job {job} cannot start: {info.get('Reason')}")
-        if time.monotonic() > deadline:
-            slurm.run("scancel", str(job), check=False)
-            raise AssertionError(f"job {job} not done after {timeout}s: {info}\n{slurm.logs()}")
-        time.sleep(1)
-
-
-def job_log(run_dir: Path, job: int) -> str:
-    path = run_dir / f"slurm-{job}.out"
-    return path.read_text(errors="replace") if path.exists() else f"(no {path})"
-
-
-def assert_completed(info: dict, run_dir: Path, job: int) -> None:
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", \
-        f"{info['JobState']} {info['ExitCode']}\n{job_log(run_dir, job)}"
-
-
-def assert_refused(info: dict, run_dir: Path, job: int, message: str) -> str:
-    """The job ended FAILED with exit code 2 and `message` in its log, before any training."""
-    log = job_log(run_dir, job)
-    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), f"{info['JobState']} {info['ExitCode']}\n{log}"
-    assert message in log, log
-    return log
-
-
-def wait_for(what, condition, slurm, job: int, run_dir: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what}:\n{job_log(run_dir, job)}"
-        assert job_info(slurm, job)["JobState"] in ("PENDING", "RUNNING"), job_log(run_dir, job)
-        time.sleep(0.2)
-
-
-def training(run_dir: Path) -> bool:
-    return (run_dir / "metrics.jsonl").is_file() and bool(metrics(run_dir))
-
-
-def requeue_counts(run_dir: Path, job: int) -> dict[str, int]:
-    text = (run_dir / "slurm" / f"job-{job}" / "requeues").read_text()
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
-
-
-def worker_pid(run_dir: Path, rank: int) -> int | None:
-    """The training process of `rank` in this run (not torchrun, which has no RANK)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"run.dir={run_dir}".encode() in cmd and f"RANK={rank}".encode() in environ \
-                and b"LOCAL_RANK=" + str(rank).encode() in environ:
-            return int(proc.name)
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -307,16 +221,23 @@ def test_node_failure_is_requeued_by_slurm_and_resumes_bitwise(slurm, uninterrup
 def test_time_limit_checkpoints_requeues_then_refuses_a_changed_config(slurm, tmp_path):
     """No USR1 warning (the batch shell gets an ignored SIGURG instead): SIGTERM at the time
     limit makes the workers checkpoint and the script requeue; the config file was edited
-    meanwhile, so the requeued attempt refuses to train on with it."""
+    meanwhile (game.loss: a change of the training trajectory), so the requeued attempt trains
+    with the file as it is now and distgan train refuses it, the same check as a resume by hand
+    (tests/e2e/test_resume_config.py); a refusal makes no progress, so no further requeue."""
     config = tmp_path / "edited.yaml"
     shutil.copy(ROOT / "configs/dcgan_digits.yaml", config)
     run = tmp_path / "time_limit"
     job = sbatch(slurm, "train_single_node.sbatch", run, "train.steps=1000000", config=config,
                  flags=["--cpus-per-task=2", "--time=1", "--signal=B:URG@1"])
     wait_for("training", lambda: training(run), slurm, job, run)
-    config.write_text(config.read_text().replace("batch_size: 64", "batch_size: 32"))
+    config.write_text(config.read_text().replace("loss: nonsaturating", "loss: hinge"))
     info = wait_job(slurm, job, timeout=400)
-    log = assert_refused(info, run, job, f"{config} changed since job {job} was submitted")
+    log = job_log(run, job)
+    # The workers exit 2; the launcher's own code is torch's (non-zero).
+    assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0", f"{info['JobState']} {info['ExitCode']}\n{log}"
+    assert f"{config} changed since job {job} was submitted" in log, log
+    assert "distgan train: error: resuming" in log and "game.loss: nonsaturating -> hinge" in log, log
+    assert "--allow-config-change" in log and "without progress" in log, log
     assert info["Restarts"] == "1", log
     assert "SIGTERM" in log and "Reason=TimeLimit" in log, log
     stopped = re.search(r"checkpoint \S+ written at step (\d+)", log)
