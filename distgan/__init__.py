@@ -9,7 +9,7 @@ table below (longest name first) and checks every import of every module against
     1      errors, typed, plugins, log, nn, losses
     2      sections, data, models, step_context, augment
     3      games
-    4      config, sampling, encoding
+    4      config, config_change, sampling, encoding
     5      train, metrics
     6      runs
     7      translate, report, export, bench, metrics.command
@@ -21,8 +21,9 @@ table below (longest name first) and checks every import of every module against
    (step_context) and the augmentation that draws from it.
 3. The games: each forms its players' losses and answers for its capabilities (sampling,
    conditions, codes, encoding, directions, truncation).
-4. The composition of a run's config from the sections (config), and generation with a game's
-   nets (sampling, encoding), which training and evaluation both use.
+4. The composition of a run's config from the sections (config), what a resume may change of it
+   and the run's config history (config_change), and generation with a game's nets (sampling,
+   encoding), which training and evaluation both use.
 5. The training engine and loop (train/), and the metrics it evaluates during training.
 6. Opening a finished run (run dir, checkpoint, exported safetensors -> config, game, nets).
 7. What users run on a finished run: translation, reports, export, benchmarks, `distgan eval`.

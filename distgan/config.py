@@ -48,8 +48,8 @@ from distgan.sections.train import CheckpointConfig, OptimizerConfig, RunConfig,
 from distgan.typed import build, merge, set_dotted
 
 __all__ = ["Config", "ConfigError", "GameConfig", "OptimizerConfig", "load_config", "from_dict", "parse_overrides",
-           "dump_yaml", "check_files", "section_class", "AugmentConfig", "DataConfig", "EvalConfig", "LogConfig",
-           "ModelConfig", "NetConfig", "CheckpointConfig", "RunConfig", "TrainConfig", "EVAL_METRICS",
+           "dump_yaml", "check_files", "derive_batch", "section_class", "AugmentConfig", "DataConfig", "EvalConfig",
+           "LogConfig", "ModelConfig", "NetConfig", "CheckpointConfig", "RunConfig", "TrainConfig", "EVAL_METRICS",
            "EVAL_LOWER_IS_BETTER", "EVAL_HIGHER_IS_BETTER", "DIGIT_DATA", "DIGIT_DOMAINS", "MODE_DATA",
            "POINT_DATA", "MINIBATCH_STD_GROUP", "eval_metrics", "metric_keys"]
 
@@ -143,6 +143,19 @@ def _check_game_takes_model(cfg: Config, section: type[GameConfig]) -> None:
         changed = changed_keys(cfg.model.e)
         if changed:
             raise ConfigError(f"model.e.{changed[0]}: game.name={cfg.game.name} has no encoder (bigan and vaegan do)")
+
+
+def derive_batch(cfg: Config, world_size: int) -> None:
+    """Set the per-process batch (train.batch_size) from train.global_batch_size, when that is set,
+    for `world_size` processes, and check it as validate() checks a given one (packs, groups)."""
+    total = cfg.train.global_batch_size
+    if not total:
+        return
+    if total % world_size:
+        raise ConfigError(f"train.global_batch_size={total} does not divide among {world_size} processes: "
+                          f"use a multiple of {world_size}, or a number of processes that divides {total}")
+    cfg.train.batch_size = total // world_size
+    _check_game_takes_model(cfg, type(cfg.game))
 
 
 def _check_augment_applies(cfg: Config, section: type[GameConfig]) -> None:

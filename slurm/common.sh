@@ -2,9 +2,10 @@
 # docs/operations.md (what the job does on each failure).
 #
 # One attempt of a job, in order:
-#   distgan_setup      resolve the run dir, log to <run dir>/slurm-<jobid>.out, keep (first
-#                      attempt) or check (requeued attempt) the submitted config, count
-#                      Slurm's own requeues, NCCL defaults, threads, rendezvous port
+#   distgan_setup      resolve the run dir, log to <run dir>/slurm-<jobid>.out, keep a copy of
+#                      the submitted config (first attempt) or compare the file with it
+#                      (requeued attempt), count Slurm's own requeues, NCCL defaults, threads,
+#                      rendezvous port
 #   distgan_guards     one task per node; the run dir is the same directory on every node
 #   distgan_run_with_requeue
 #                      srun one task per node, each `accelerate launch` of that node's
@@ -59,7 +60,8 @@ distgan_setup() {
     # the only step that imports torch (through the config's game registry).
     local resolved
     resolved=$("$PYTHON" -c 'import sys; from distgan.config import load_config
-c = load_config(sys.argv[1], sys.argv[2:]); print(c.run_dir); print(c.train.steps)' "$@") \
+c = load_config(sys.argv[1], [a for a in sys.argv[2:] if not a.startswith("--")])
+print(c.run_dir); print(c.train.steps)' "$@") \
         || distgan_die "cannot resolve the config: $PYTHON -m distgan train $* --dry-run shows why"
     RUN_DIR=$(sed -n 1p <<<"$resolved")
     TOTAL_STEPS=$(sed -n 2p <<<"$resolved")
@@ -107,35 +109,38 @@ c = load_config(sys.argv[1], sys.argv[2:]); print(c.run_dir); print(c.train.step
         "${CPUS_PER_TASK:-unset} CPU(s) per task, OMP_NUM_THREADS=$OMP_NUM_THREADS, args: ${CONFIG_ARGS[*]}"
 }
 
-# The first attempt keeps the config file in JOB_DIR; a requeued attempt trains with that
-# copy, and refuses when the file it was submitted with changed (an edit meant for a new
-# run must not silently change a running one; a reverted edit lets it go on).
+# The first attempt keeps the config file in JOB_DIR and trains with that copy. A requeued
+# attempt trains with the copy while the file is unchanged; with the file as it is now when it
+# was edited: `distgan train` then compares it with the config of the checkpoint it resumes
+# and refuses a change of the training trajectory, as for a run resumed by hand (one check,
+# distgan/config_change.py; docs/operations.md, "Changing a run's config").
 distgan_keep_config() {
-    local config=$1 kept="$JOB_DIR/config.yaml"
+    local config=$1 kept="$JOB_DIR/config.yaml" train_with
     shift
+    train_with=$kept
     if [ "$RESTARTS" -gt 0 ] || [ -f "$kept" ]; then
         [ -f "$kept" ] || distgan_die "requeued attempt $((RESTARTS + 1)) finds no $kept: the config or" \
             "its overrides now resolve to another run dir ($RUN_DIR) than the one this job started in." \
             "Submit a new job to start that run."
         if ! cmp -s "$config" "$kept"; then
-            distgan_die "requeued attempt $((RESTARTS + 1)): $config changed since job $SLURM_JOB_ID was" \
-                "submitted (kept copy: $kept). Not resuming with a different config. Restore the file to" \
-                "let the job go on, or submit a new job to train with the new config" \
-                "(diff: diff $kept $config)."
+            train_with=$config
+            distgan_log "requeued attempt $((RESTARTS + 1)): $config changed since job $SLURM_JOB_ID was" \
+                "submitted (kept copy: $kept; diff $kept $config). Training with it as it is now:" \
+                "distgan train refuses the changes that alter the training trajectory and says the others"
         fi
         local commit
         commit=$(git -C "$DISTGAN_HOME" rev-parse HEAD 2>/dev/null || echo unknown)
         [ "$commit" = "$(cat "$JOB_DIR/commit" 2>/dev/null)" ] || distgan_log "warning: the checkout" \
             "$DISTGAN_HOME is at $commit, the job was submitted at $(cat "$JOB_DIR/commit" 2>/dev/null);" \
             "resuming with the code as it is now"
-        distgan_log "requeued attempt: training with the config kept at submission, $kept"
+        [ "$train_with" != "$kept" ] || distgan_log "requeued attempt: training with the config kept at submission, $kept"
     else
         cp "$config" "$kept.tmp" && mv "$kept.tmp" "$kept" || distgan_die "cannot keep a copy of $config in $JOB_DIR"
         printf '%q ' "$@" >"$JOB_DIR/overrides"
         git -C "$DISTGAN_HOME" rev-parse HEAD >"$JOB_DIR/commit" 2>/dev/null || echo unknown >"$JOB_DIR/commit"
         distgan_log "kept the submitted config as $kept"
     fi
-    CONFIG_ARGS=("$kept" "$@")
+    CONFIG_ARGS=("$train_with" "$@")
 }
 
 # Counters live in JOB_DIR/requeues as lines `kind=N` (warning, failure, slurm).

@@ -122,7 +122,7 @@ def test_config_sections_and_composition_import_no_torch():
     """`distgan train --dry-run` runs on a login node without a GPU stack: every config module,
     the games' registry and the data manifest import without torch."""
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import distgan.config, distgan.sections.games, distgan.data.manifest, distgan.cli\n"
+            "import distgan.config, distgan.config_change, distgan.sections.games, distgan.data.manifest, distgan.cli\n"
             "distgan.config.load_config('configs/cogan_digits_negative.yaml')\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
 
