@@ -42,15 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
+from distgan.bench import at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num", type=int, default=20_000, help="images generated and packed")
-    parser.add_argument("--size", type=int, default=32, help="image side")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers for every loader")
-    parser.add_argument("--batch", type=int, default=64, help="batch size for every loader")
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    parser.add_argument("--num", type=at_least(1), default=20_000, help="images generated and packed")
+    parser.add_argument("--size", type=at_least(1), default=32, help="image side")
+    parser.add_argument("--workers", type=at_least(1), default=2, help="loader workers for every loader")
+    parser.add_argument("--batch", type=at_least(1), default=64, help="batch size for every loader")
+    parser.add_argument("--shard-size", type=at_least(1), default=1000, help="samples per shard")
     parser.add_argument("--dir", default="runs/bench_data", help="where the PNGs and shards go (reused)")
-    parser.add_argument("--repeats", type=int, default=1, help="warm passes per loader (best is kept)")
+    parser.add_argument("--repeats", type=at_least(1), default=1, help="warm passes per loader (best is kept)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache rows")
     parser.add_argument("--only", nargs="*", default=[],
                         help="subset of: ceiling distgan imagefolder webdataset")

@@ -25,6 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
+from distgan.bench import at_least
 from distgan.errors import ConfigError
 
 # PacGAN (Lin et al. 2018), Table 1, as quoted in DESIGN.md: (modes captured, high-quality %).
@@ -39,13 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values, one run each")
     parser.add_argument("--out-dir", default="runs/bench_mixtures",
                         help="parent of the run directories (<out-dir>/<config stem>_seed<k>)")
-    parser.add_argument("--num", type=int, default=2500, help="generated samples scored per run")
+    parser.add_argument("--num", type=at_least(1), default=2500, help="generated samples scored per run")
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the scored samples")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=at_least(0), default=1,
                         help="torch intra-op threads (0 = leave torch's default)")
     parser.add_argument("--json", default="", help="also write the per-seed results to this JSON file")
     parser.add_argument("overrides", nargs="*",
-                        help="dotted config overrides applied to every run (before the options, or after --)")
+                        help="dotted config overrides applied to every run, anywhere among the options "
+                             "(right after --seeds, which takes a list: after --)")
 
 
 def train_and_score(config: str, overrides: list[str], seed: int, run_dir: Path, num: int,

@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from distgan.bench import at_least
 from distgan.errors import ConfigError
 
 _FORCED = ["train.resume=never", "log.progress=false", "log.sample_every=0", "ckpt.every=0", "eval.every=0",
@@ -47,14 +48,16 @@ _FORCED = ["train.resume=never", "log.progress=false", "log.sample_every=0", "ck
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/dcgan_digits.yaml",
                         help="YAML config (game.name=gan, loss nonsaturating, no penalties)")
-    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="world sizes to measure")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per loop per round")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each loop before the rounds")
-    parser.add_argument("--split-steps", type=int, default=30,
+    parser.add_argument("--procs", type=at_least(1), nargs="+", default=[1, 2], help="world sizes to measure")
+    parser.add_argument("--rounds", type=at_least(1), default=5, help="interleaved rounds")
+    parser.add_argument("--steps", type=at_least(1), default=30, help="timed steps per loop per round")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed steps of each loop before the rounds")
+    parser.add_argument("--split-steps", type=at_least(1), default=30,
                         help="steps of the pass after the rounds that splits a step's time (at most --steps)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides (after --)")
+    parser.add_argument("--threads", type=at_least(0), default=1, help="torch intra-op threads per process")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted config overrides, anywhere among the options (right after --procs, which "
+                             "takes a list: after --)")
 
 
 # ----------------------------------------------------------------------------- the two loops
