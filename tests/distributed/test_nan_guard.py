@@ -89,9 +89,10 @@ def test_consecutive_nans_stop_the_run_and_keep_the_last_checkpoint(tmp_path, op
 
 
 @OPTIMIZERS
-def test_fp16_nan_on_one_rank_backs_the_scale_off_everywhere(tmp_path, optim):
+def test_fp16_nan_on_one_rank_backs_the_scale_off_everywhere(tmp_path, optim, monkeypatch):
     """fp16: the vote that rides in the gradient all-reduce skips the step on both ranks and both
     back their D loss scale off alike (the scale starts at 2**16)."""
+    monkeypatch.setenv("DISTGAN_CPU_FP16", "1")  # the GPU's fp16 path, on the CPU (spawned workers inherit it)
     results = run_gloo(_train_with_nans, 2, str(tmp_path / "run"), [1],
                        ["train.steps=3", "ckpt.every=0", "train.precision=fp16", *optim])
     for r in results:

@@ -110,9 +110,10 @@ def test_each_digits_variant_trains_a_few_steps(tmp_path, config):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_with_gradient_penalty_trains_and_resumes_exactly(tmp_path, precision):
+def test_mixed_precision_with_gradient_penalty_trains_and_resumes_exactly(tmp_path, precision, monkeypatch):
     """The CPU twin of GPU AMP: autocast + one GradScaler per player (fp16), the
     gradient penalty computed with the scale in mind, scaler state resumed."""
+    monkeypatch.setenv("DISTGAN_CPU_FP16", "1")  # fp16 on a CPU is refused otherwise (run_cli passes the env on)
     # train.deterministic: bitwise on CUDA too (cuDNN's double backward of the penalty is not, by default).
     common = ["configs/wgangp_digits.yaml", *TINY_DCGAN, "game.n_critic=2", "ckpt.every=0", "log.every=1",
               f"train.precision={precision}", "train.deterministic=true"]

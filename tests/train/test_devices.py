@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from distgan.errors import ConfigError
-from distgan.train.devices import autocast, compile_nets, resolve_precision, set_numerics, wants_cpu
+from distgan.train.devices import (CPU_FP16_ENV, autocast, compile_nets, resolve_precision, set_numerics,
+                                   wants_cpu)
 
 CPU = torch.device("cpu")
 
@@ -22,9 +23,16 @@ def test_cpu_is_forced_by_either_variable(monkeypatch):
     assert wants_cpu() is True
 
 
-def test_auto_precision_is_full_on_the_cpu_and_explicit_ones_stay():
-    assert resolve_precision("auto", CPU) == "no"
-    assert resolve_precision("bf16", CPU) == "bf16" and resolve_precision("fp16", CPU) == "fp16"
+def test_auto_precision_is_full_on_the_cpu_and_explicit_ones_stay(monkeypatch):
+    monkeypatch.delenv(CPU_FP16_ENV, raising=False)
+    assert resolve_precision("auto", CPU) == "no" and resolve_precision("no", CPU) == "no"
+    assert resolve_precision("bf16", CPU) == "bf16"
+    # fp16 on a CPU only costs (about 15x slower, and skipped first steps): one line, and the way out.
+    with pytest.raises(ConfigError, match=r"^train\.precision=fp16 is for GPUs.*use train\.precision=auto") as err:
+        resolve_precision("fp16", CPU)
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(CPU_FP16_ENV, "1")  # the tests of the GPU's fp16 path on a CPU
+    assert resolve_precision("fp16", CPU) == "fp16"
 
 
 def test_autocast_follows_the_precision():
