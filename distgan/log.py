@@ -3,22 +3,29 @@
 `Stats.report("loss/D/real", t)` can be called from anywhere in a step without a
 collective; `Stats.reduce()` all-reduces every accumulated metric in one call.
 `RunLog` writes metrics.jsonl, the console/progress bar and W&B, on rank 0 only.
+`check_wandb_login` refuses log.wandb=online without a W&B login before a run starts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import netrc
+import os
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 from einops import rearrange
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from distgan.errors import ConfigError
 
 
 class Stats:
@@ -126,7 +133,11 @@ def fixed_wandb_id(run_dir: Path, from_checkpoint: str = "") -> str:
 
 
 class RunLog:
-    """metrics.jsonl, console and W&B for rank 0; a no-op object on other ranks."""
+    """metrics.jsonl, console and W&B for rank 0; a no-op object on other ranks.
+
+    Each metrics.jsonl record holds `step`, `time` (when it was written: Unix time in seconds, to the
+    millisecond) and the values. Outside a terminal the progress is the printed metric lines, each
+    with the ETA of train.steps at the pace since this attempt's first step."""
 
     def __init__(self, cfg, run_dir: Path, *, enabled: bool, start_step: int, wandb_id: str):
         self.enabled = enabled
@@ -134,6 +145,11 @@ class RunLog:
         self.metrics_path = run_dir / "metrics.jsonl"
         self.bar = None
         self.wandb = None
+        self.total_steps = cfg.train.steps
+        self._steps_done = start_step  # by this attempt's advance() calls, from its checkpoint's step
+        # (clock, step) after this attempt's first step, whose start-up costs (FLOP count, compilation,
+        # first kernels) stay out of the ETA's pace.
+        self._pace_origin: Optional[tuple[float, int]] = None
         if not enabled:
             return
         # An earlier attempt that crashed after its last checkpoint logged steps this one re-does;
@@ -163,13 +179,24 @@ class RunLog:
                 grid.unlink()
 
     def advance(self, steps: int = 1) -> None:
+        self._steps_done += steps
+        if self._pace_origin is None:
+            self._pace_origin = (time.monotonic(), self._steps_done)
         if self.bar is not None:
             self.bar.update(steps)
+
+    def eta(self, step: int) -> Optional[float]:
+        """Seconds to train.steps at this attempt's pace since its first step; None before it has one."""
+        if self._pace_origin is None or step <= self._pace_origin[1]:
+            return None
+        clock, origin = self._pace_origin
+        return (self.total_steps - step) * (time.monotonic() - clock) / (step - origin)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
+        record = {"step": step, "time": round(time.time(), 3),
+                  **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         losses = {k.removeprefix("loss/"): v for k, v in values.items() if k.startswith("loss/")}
@@ -178,7 +205,9 @@ class RunLog:
                                  {"img/s": f"{values.get('perf/img_per_s', 0):.0f}"}, refresh=False)
         elif losses:
             text = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-            print(f"step {step}: {text} img/s={values.get('perf/img_per_s', 0):.0f}", flush=True)
+            eta = self.eta(step) if step < self.total_steps else None
+            print(f"step {step}: {text} img/s={values.get('perf/img_per_s', 0):.0f}"
+                  f"{f' eta {format_duration(eta)}' if eta is not None else ''}", flush=True)
         else:  # e.g. evaluation results
             self.message(f"step {step}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in values.items()))
@@ -207,6 +236,12 @@ class RunLog:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def format_duration(seconds: float) -> str:
+    """3725.2 -> '1:02:05' (hours as many as it takes)."""
+    total = int(round(seconds))
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -272,3 +307,60 @@ def _start_wandb(cfg, run_dir: Path, run_id: str, rewind_to: Optional[int] = Non
         message(f"W&B: could not rewind run {run_id} to step {rewind_to} ({exc}); appending to it instead: "
                 f"W&B keeps the earlier attempt's values for the steps this one re-does")
         return init(wandb_resume_args(run_id, None))
+
+
+# --------------------------------------------------------------------------- W&B login
+
+_WANDB_HOST = "https://api.wandb.ai"
+
+
+def check_wandb_login(log) -> None:
+    """`log.wandb=online` without a W&B login ends in wandb's own error once the run has started: refuse
+    it before (the trainer calls this before it makes the run dir), with the two ways out. Looks where
+    wandb looks (distgan does not ask wandb, whose API for it changes between versions): the
+    WANDB_API_KEY or WANDB_IDENTITY_TOKEN_FILE variable, the netrc entry of the W&B host (WANDB_BASE_URL
+    or wandb's settings file's base_url, else api.wandb.ai; in $NETRC, ~/.netrc or ~/_netrc), or an
+    api_key in wandb's settings files ($WANDB_CONFIG_DIR/settings or ~/.config/wandb/settings, and
+    ./wandb/settings)."""
+    if log.wandb != "online" or os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    settings = _wandb_settings()
+    if settings.get("api_key"):
+        return
+    host = os.environ.get("WANDB_BASE_URL") or settings.get("base_url") or _WANDB_HOST
+    machine = urlsplit(host).netloc or host
+    path = _netrc_path()
+    try:
+        found = netrc.netrc(str(path)).authenticators(machine)
+    except (OSError, netrc.NetrcParseError):  # no file, or one wandb cannot read either
+        found = None
+    if found and found[2]:
+        return
+    raise ConfigError(f"log.wandb=online but no W&B login was found (no WANDB_API_KEY, no {machine} entry in "
+                      f"{path}): run `wandb login` first, or log offline with log.wandb=offline "
+                      f"(`wandb sync` uploads the run later)")
+
+
+def _netrc_path() -> Path:
+    """The netrc file wandb reads: $NETRC, else ~/.netrc, else ~/_netrc where only that one exists."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix, windows = Path("~/.netrc").expanduser(), Path("~/_netrc").expanduser()
+    return windows if windows.exists() and not unix.exists() else unix
+
+
+def _wandb_settings() -> dict[str, str]:
+    """The [default] keys of wandb's settings files, the workspace's (./wandb/settings) over the global one."""
+    import configparser
+
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path("~/.config/wandb").expanduser())
+    found: dict[str, str] = {}
+    for path in (config_dir / "settings", Path("wandb") / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except (OSError, configparser.Error):
+            continue
+        if parser.has_section("default"):
+            found.update(parser["default"])
+    return found

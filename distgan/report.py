@@ -31,11 +31,11 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """{metric name: (steps, values)}, numbers only, in step order."""
+    """{metric name: (steps, values)}, numbers only, in step order (`time`, the wall clock, is no metric)."""
     out: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     for rec in sorted(records, key=lambda r: r.get("step", 0)):
         for key, value in rec.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[key][0].append(int(rec["step"]))
                 out[key][1].append(float(value))
     return dict(out)

@@ -19,7 +19,8 @@ def _run(tmp_path, records, torn=""):
     return run
 
 
-RECORDS = [{"step": 2, "loss/D/real": 0.5, "loss/G/adv": 1.5, "perf/img_s": 100.0, "note": "text", "nan_guard": True},
+RECORDS = [{"step": 2, "time": 1765000000.5, "loss/D/real": 0.5, "loss/G/adv": 1.5, "perf/img_s": 100.0,
+            "note": "text", "nan_guard": True},
            {"step": 1, "loss/D/real": 0.7, "loss/G/adv": 1.2},
            {"step": 2, "eval/fid": 30.0}]
 
@@ -32,6 +33,7 @@ def test_metrics_are_read_in_step_order_numbers_only_and_a_torn_line_is_ignored(
     assert data["loss/D/real"] == ([1, 2], [0.7, 0.5])
     assert data["eval/fid"] == ([2], [30.0])
     assert "note" not in data and "nan_guard" not in data  # text and booleans are not curves
+    assert "time" not in data  # the wall clock of a record, not a metric
     with pytest.raises(DistganError, match="metrics.jsonl not found: is this a distgan run directory"):
         read_metrics(tmp_path / "nope" / "metrics.jsonl")
 
