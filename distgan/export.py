@@ -4,6 +4,7 @@ which distgan.runs.open_run opens again (and `distgan sample` samples from) with
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from distgan.runs import EXPORT_FORMAT, open_run
@@ -23,5 +24,13 @@ def export_safetensors(source: Path, out: Path, use_ema: bool = True) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o666 & ~_umask())  # safetensors creates its file 0600; an export is meant to be shared
     tmp.replace(out)
     return out
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, the only portable way, and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

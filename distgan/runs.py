@@ -56,6 +56,9 @@ def open_run(source: Path, use_ema: bool = True) -> OpenedRun:
     """The run at `source` (run dir, checkpoint dir or .safetensors export), its sampling nets with
     the EMA weights where kept and `use_ema`."""
     source = Path(source)
+    if not source.exists():  # not "no complete checkpoint", which says the run is there
+        raise CheckpointError(f"no such run: {source} does not exist (give a run directory, a checkpoint "
+                              f"directory or an exported .safetensors file)")
     if source.suffix == ".safetensors":
         return _open_export(source)
     path = resolve_checkpoint(source)
