@@ -63,6 +63,7 @@ class Manifest:
     source_modes: dict[str, int] = field(default_factory=dict)
     background: str = ""
     skipped: list[SkippedFile] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)  # [smallest, largest] image side; older packs lack it
 
     @property
     def image_fields(self) -> list[str]:
@@ -166,7 +167,7 @@ def manifest_summary(man: Manifest) -> dict[str, Any]:
     sizes = [s.count for s in man.shards]
     return {
         "kind": man.kind, "format": man.format, "fields": man.fields, "channels": man.channels,
-        "resolution": man.resolution or "mixed", "samples": man.total, "shards": len(man.shards),
+        "resolution": size_text(man), "samples": man.total, "shards": len(man.shards),
         "samples/shard": f"{min(sizes)}..{max(sizes)}" if sizes else "-",
         "bytes": sum(s.bytes for s in man.shards),
         "classes": f"{len(man.classes)} ({', '.join(man.classes[:8])}{', ...' if len(man.classes) > 8 else ''})"
@@ -174,6 +175,13 @@ def manifest_summary(man: Manifest) -> dict[str, Any]:
         "source": man.source,
         **_pack_summary(man),
     }
+
+
+def size_text(man: Manifest) -> str:
+    """'32 px', or 'mixed sizes 28–64 px' (their smallest and largest side) for a pack that kept them."""
+    if man.resolution:
+        return f"{man.resolution} px"
+    return f"mixed sizes {man.sides[0]}–{man.sides[1]} px" if len(man.sides) == 2 else "mixed sizes"
 
 
 def skipped_counts(man: Manifest) -> dict[str, int]:

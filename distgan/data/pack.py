@@ -146,7 +146,8 @@ class _Encoding:
 
 def _write(src: Source, enc: _Encoding, staging: Path, prefix: str, order: np.ndarray, skips: _Skips,
            shard_size: int, shard_bytes: Optional[int], progress: bool):
-    """Write the samples in `order` into staged shards: (entries, side or 0, images used per A/B domain)."""
+    """Write the samples in `order` into staged shards: (entries, side or 0, images used per A/B domain,
+    [smallest, largest] image side)."""
     import webdataset as wds
     from tqdm import tqdm
 
@@ -179,7 +180,8 @@ def _write(src: Source, enc: _Encoding, staging: Path, prefix: str, order: np.nd
     finally:
         writer.close()
     side = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else 0
-    return hooks.entries, side, (len(used["a"]), len(used["b"]))
+    sides = [min(min(s) for s in sizes), max(max(s) for s in sizes)] if sizes else []
+    return hooks.entries, side, (len(used["a"]), len(used["b"])), sides
 
 
 def _say(text: str) -> None:
@@ -233,7 +235,7 @@ def pack(spec: str, out_dir: str | Path, *, shard_size: int = 10_000, shard_byte
             skips.add(exc)
         enc = _Encoding(_choose_mode(src, channels, say), fmt, resolution, bg)
         order = np.random.default_rng(seed).permutation(src.count)
-        entries, side, used = _write(src, enc, staging.path, prefix, order, skips, shard_size, shard_bytes,
+        entries, side, used, sides = _write(src, enc, staging.path, prefix, order, skips, shard_size, shard_bytes,
                                      progress)
         if not entries:
             raise DataError(f"{spec}: no readable images ({len(skips.files)} files skipped, listed above)")
@@ -244,6 +246,6 @@ def pack(spec: str, out_dir: str | Path, *, shard_size: int = 10_000, shard_byte
                        fields=fields, classes=src.classes, shards=entries, total=sum(e.count for e in entries),
                        source=src.description, domain_counts=list(used if src.kind == "unpaired" else ()),
                        channel_choice=channels, colour_images=colour, source_modes=dict(modes),
-                       background="#%02x%02x%02x" % bg, skipped=list(skips.files.values()))
+                       background="#%02x%02x%02x" % bg, skipped=list(skips.files.values()), sides=sides)
         staging.publish(man)
     return man

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from distgan.data.manifest import Manifest
 from distgan.data.pack import file_sha256
@@ -44,7 +43,9 @@ def verify(out_dir: str | Path, progress: bool = True) -> list[str]:
 
 
 def first_samples(out_dir: str | Path, num: int) -> np.ndarray:
-    """Grid (H, W, 3) uint8 of the first `num` samples of the first shard (pairs side by side)."""
+    """Grid (H, W, 3) uint8 of the first `num` samples of the first shard (pairs side by side). Images
+    of different sizes (a pack without --resolution keeps them) are shown at their own size, each
+    centred on a white square as large as the largest one shown."""
     import torch
 
     from distgan.data.decode import decode_image
@@ -52,16 +53,22 @@ def first_samples(out_dir: str | Path, num: int) -> np.ndarray:
 
     out = Path(out_dir)
     man = Manifest.load(out)
-    images = []
+    samples = []  # per sample, its images: (H, W, C) uint8
     with open(out / man.shards[0].name, "rb") as f:
         for _, fields in iter_samples(f):
-            parts = [decode_image(fields[k], k, man.channels, None) for k in man.image_fields]  # (H, W, C)
-            side = max(p.shape[0] for p in parts)
-            parts = [np.asarray(Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p).resize((side, side)))
-                     for p in parts]
-            images.append(np.concatenate(parts, axis=1))  # (H, W*k[, C])
-            if len(images) == num:
+            samples.append([decode_image(fields[k], k, man.channels, None) for k in man.image_fields])
+            if len(samples) == num:
                 break
-    x = torch.from_numpy(np.stack(images))
-    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
+    side = max(max(p.shape[:2]) for parts in samples for p in parts)
+    images = [np.concatenate([_padded(p, side) for p in parts], axis=1) for parts in samples]  # (S, S*k, C)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # (N, C, S, S*k)
     return image_grid(x.float() / 127.5 - 1)
+
+
+def _padded(image: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, C) -> (side, side, C), the image centred on white."""
+    h, w = image.shape[:2]
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas = np.full((side, side, image.shape[2]), 255, dtype=image.dtype)
+    canvas[top:top + h, left:left + w] = image
+    return canvas
