@@ -31,13 +31,20 @@ _LABEL_JOIN = {"acgan_keras": "mul"}  # arch -> how G takes the class (default c
 EMBED_DIM = 50  # label embedding size joined to G's noise by concatenation
 
 
+def _init_added(base: nn.Module, layer: nn.Module) -> None:
+    """A layer the wrapper adds to `base`, initialised as the arch's source does where it says
+    (`base.init_added`: acgan_keras, Keras's initializers); torch's default otherwise."""
+    init = getattr(base, "init_added", None)
+    if init is not None:
+        init(layer)
+
+
 class ConditionalGenerator(nn.Module):
     def __init__(self, base: nn.Module, num_classes: int, z_dim: int, join: str):
         super().__init__()
         self.base, self.join = base, join
         self.embed = nn.Embedding(num_classes, z_dim if join == "mul" else min(EMBED_DIM, num_classes))
-        if join == "mul":
-            nn.init.xavier_normal_(self.embed.weight)
+        _init_added(base, self.embed)
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         e = self.embed(y)  # (B, E)
@@ -55,6 +62,7 @@ class ConditionalDiscriminator(nn.Module):
             nn.init.normal_(self.embed.weight, 0.0, features**-0.5)
         elif conditioning == "aux":
             self.classify = nn.Linear(features, num_classes)
+            _init_added(base, self.classify)
 
     def _joined_shape(self, info: DataInfo) -> tuple[int, ...]:
         if self.conditioning != "concat":
