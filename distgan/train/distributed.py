@@ -1,13 +1,18 @@
 """The processes of a run and what passes between them: the Accelerator, DDP wrapping, the
-collectives the trainer issues (the skip and stop votes that ride with the gradients included),
-stop requests, the process-group timeouts and a lost peer reported as such."""
+collectives the trainer issues (the skip, stop and timed-checkpoint votes that ride with the
+gradients included), stop requests and Ctrl-C, the process-group timeouts and a lost peer reported
+as such."""
 
 from __future__ import annotations
 
 import inspect
 import os
+import shlex
 import signal
+import sys
+import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator, Optional
@@ -27,6 +32,12 @@ from distgan.train.devices import wants_cpu
 # batch script creates it: torchrun does not forward SIGUSR1 to the workers).
 STOP_FILE_ENV = "DISTGAN_STOP_FILE"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Ctrl-C: SIGINT asks for the same stop, exit code 130. A terminal sends it to the launcher (and, where
+# the workers share its process group, to them too), and torchrun forwards its own to every worker: the
+# SIGINTs of one Ctrl-C arrive within this many seconds of each other and count once. A SIGINT after
+# that exits at once, without a checkpoint of the step in progress.
+INTERRUPT_WINDOW_S = 5.0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 _PEER_LOST = ("gloo/transport", "NCCL", "Connection reset by peer", "Connection closed by peer", "Timed out waiting")
 
 
@@ -66,11 +77,20 @@ def wrap_ddp(net: nn.Module, device: torch.device, world_size: int) -> nn.Module
     return DistributedDataParallel(net, device_ids=device_ids, **no_sync)
 
 
+@dataclass(frozen=True)
+class Agreed:
+    """What the ranks decided together at a step (Collectives.stop_requested), the same on every rank."""
+
+    stop: bool = False  # a stop was asked on some rank: checkpoint, then leave
+    interrupt: bool = False  # ... by SIGINT (Ctrl-C) on some rank: exit 130 rather than 75
+    save: bool = False  # a timed checkpoint is due (ckpt.every_minutes, by rank 0's clock)
+
+
 class Votes:
     """Flags every rank votes on, all-reduced (summed) with a trained net's gradients.
 
-    The skip decision of a phase (a non-finite loss on any rank) and a stop request (a signal or the
-    stop file on any rank) must be the same on every rank. Rather than an all-reduce of their own, each
+    The skip decision of a phase (a non-finite loss on any rank), a stop request (a signal or the
+    stop file on any rank) and a timed checkpoint (rank 0's clock) must be the same on every rank. Rather than an all-reduce of their own, each
     followed by a host read, they ride in DDP's gradient all-reduce: the hook appends them to the net's
     first bucket. `local` is set by the trainer just before the backward that syncs; `reduced` holds
     the sums afterwards, identical on every rank.
@@ -78,8 +98,8 @@ class Votes:
 
     def __init__(self, world: int):
         self.world = world
-        self.local: Optional[torch.Tensor] = None  # (2,): loss non-finite here, stop asked here
-        self.reduced: Optional[torch.Tensor] = None  # (2,): the same, summed over ranks
+        self.local: Optional[torch.Tensor] = None  # (4,): loss non-finite here, then Collectives.requests()
+        self.reduced: Optional[torch.Tensor] = None  # (4,): the same, summed over ranks
 
 
 def _all_reduce_with_votes(votes: Votes, bucket):
@@ -114,9 +134,14 @@ class Collectives:
         self.timeout = ("train.startup_timeout_s", startup_timeout_s)
         self.ddp: dict[str, DistributedDataParallel] = {}
         self.votes: dict[str, Votes] = {}
-        self.stop_votes: Optional[torch.Tensor] = None  # stop requests summed over ranks, at the last phase
+        self.request_votes: Optional[torch.Tensor] = None  # requests() summed over ranks, at the last phase
         self.stop_signal: Optional[int] = None
+        self.interrupted_at: Optional[float] = None  # time.monotonic() of the first SIGINT
+        self.interrupt_window_s = INTERRUPT_WINDOW_S
         self.stop_file = Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None
+        self.save_every_s = 0.0  # timed checkpoints (ckpt.every_minutes x 60), decided by rank 0's clock; 0 = none
+        self.last_save = time.monotonic()
+        self.agreed = Agreed()
 
     # ---- nets
 
@@ -155,38 +180,88 @@ class Collectives:
         dist.all_gather(parts, local)
         return torch.cat(parts)
 
-    # ---- stop requests
+    # ---- stop requests, Ctrl-C and timed checkpoints
 
     @contextmanager
-    def catching_stop_signals(self) -> Iterator[None]:
-        """SIGTERM and SIGUSR1 ask for a stop (a checkpoint, then exit) instead of killing the process."""
-        def handle(signum, _frame):
-            self.stop_signal = signum
+    def catching_stop_signals(self, ckpt_root: Optional[Path] = None) -> Iterator[None]:
+        """SIGTERM, SIGUSR1 and a first SIGINT ask for a stop (a checkpoint, then exit) instead of
+        killing the process. After a SIGINT, another SIGINT or SIGTERM (torchrun passes a second Ctrl-C
+        on to its workers as SIGTERM) more than interrupt_window_s later exits at once (130), naming the
+        newest complete checkpoint under `ckpt_root`; within the window it is the same Ctrl-C."""
+        def again(now: float) -> None:
+            if now - self.interrupted_at <= self.interrupt_window_s:
+                return
+            try:
+                if self.rank == 0:
+                    last = checkpoint.find_latest(Path(ckpt_root)) if ckpt_root is not None else None
+                    sys.stderr.write(f"distgan: Ctrl-C again: exiting now without a checkpoint of this step; "
+                                     f"the newest complete one is {last or 'none yet'}\n")
+                    sys.stderr.flush()
+            finally:  # whatever happened above: no traceback, no cleanup that could hang
+                os._exit(EXIT_INTERRUPTED)
 
-        previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+        def stop(signum, _frame):
+            if self.interrupted_at is not None and signum == signal.SIGTERM:
+                again(time.monotonic())
+            self.stop_signal = self.stop_signal or signum
+
+        def interrupt(signum, _frame):
+            if self.interrupted_at is None:
+                self.interrupted_at = time.monotonic()
+            else:
+                again(time.monotonic())
+
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
         try:
             yield
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    def start_save_clock(self, every_s: float) -> None:
+        """Timed checkpoints every `every_s` seconds from now (0: none)."""
+        self.save_every_s, self.last_save = every_s, time.monotonic()
+
+    def saved(self) -> None:
+        """A checkpoint was written: the next timed one is due `save_every_s` from now."""
+        self.last_save = time.monotonic()
+
+    def _asked(self) -> tuple[bool, bool, bool]:
+        """This rank's (stop asked, by SIGINT, timed checkpoint due). Only rank 0 looks for the stop
+        file and at its clock, so the ranks' clocks never disagree."""
+        main = self.rank == 0
+        interrupted = self.interrupted_at is not None
+        stop = self.stop_signal is not None or interrupted or (main and self.stop_file is not None
+                                                               and self.stop_file.exists())
+        due = main and self.save_every_s > 0 and time.monotonic() - self.last_save >= self.save_every_s
+        return stop, interrupted, due
+
+    def requests(self) -> torch.Tensor:
+        """(3,) this rank's votes, as _asked, on the device: fills, not a host-to-device copy."""
+        flags = torch.zeros(3, device=self.device)
+        for i, asked in enumerate(self._asked()):
+            if asked:
+                flags[i].fill_(1.0)
+        return flags
+
     def stop_asked(self) -> torch.Tensor:
-        """1.0 if this rank was asked to stop. Only rank 0 looks for the stop file."""
-        asked = self.stop_signal is not None or (self.rank == 0 and self.stop_file is not None
-                                                 and self.stop_file.exists())
-        return torch.full((), float(asked), device=self.device)  # a fill, not a host-to-device copy
+        """1.0 if this rank was asked to stop."""
+        return self.requests()[0]
 
     def stop_requested(self) -> bool:
         """Whether any rank was asked to stop; all ranks agree, so they all checkpoint and leave at the
-        same step. On N processes the ranks voted with the step's last gradient all-reduce (Votes): no
-        collective of its own; a request that came after that vote is seen at the next step. Alone and
-        with neither a signal nor a stop file, nothing to ask."""
-        if self.world == 1 and self.stop_signal is None and self.stop_file is None:
-            return False
-        if self.stop_votes is not None:
-            stop, self.stop_votes = self.stop_votes, None
-            return bool(stop.item() > 0)
-        return bool(self.all_reduce_max(self.stop_asked()).item())
+        same step. `agreed` holds the whole decision (stop, by Ctrl-C, timed checkpoint due). On N
+        processes the ranks voted with the step's last gradient all-reduce (Votes): no collective of
+        its own; a request that came after that vote is seen at the next step. Alone, read here."""
+        votes, self.request_votes = self.request_votes, None
+        if votes is None and self.world == 1:
+            self.agreed = Agreed(*self._asked())
+        else:
+            if votes is None:
+                votes = self.all_reduce_max(self.requests())
+            self.agreed = Agreed(*(v > 0 for v in votes.tolist()))
+        return self.agreed.stop
 
     # ---- timeouts and lost peers
 
@@ -212,3 +287,21 @@ class Collectives:
             f"within {self.timeout[0]}={self.timeout[1]}s): "
             f"{text.splitlines()[0] if text else type(exc).__name__}. Rerun the same command to resume from "
             f"the last complete checkpoint ({checkpoint.find_latest(ckpt_root) or 'none yet'})")
+
+
+def launch_command(argv: list[str]) -> str:
+    """The command to run again to resume this process's run: the launcher's command line where a
+    launcher (torchrun, `accelerate launch`) started this worker, else `distgan ARGV`; a train.resume
+    other than auto made auto (a checkpoint named there would be resumed from again)."""
+    words = ["distgan", *argv]
+    if os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("LOCAL_RANK"):
+        try:  # Linux: the launcher is this worker's parent
+            parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")[:-1]
+        except (OSError, UnicodeDecodeError):
+            parent = []
+        if len(parent) > 1 and os.path.basename(parent[1]) in ("accelerate", "torchrun"):
+            words = [os.path.basename(parent[1]), *parent[2:]]  # python .../bin/accelerate launch ...
+        elif len(parent) > 2 and parent[1] == "-m":
+            words = {"accelerate.commands.launch": ["accelerate", "launch"],
+                     "torch.distributed.run": ["torchrun"]}.get(parent[2], parent[:3]) + parent[3:]
+    return shlex.join(w if not w.startswith("train.resume=") else "train.resume=auto" for w in words)
