@@ -90,10 +90,11 @@ class Votes:
     """Flags every rank votes on, all-reduced (summed) with a trained net's gradients.
 
     The skip decision of a phase (a non-finite loss on any rank), a stop request (a signal or the
-    stop file on any rank) and a timed checkpoint (rank 0's clock) must be the same on every rank. Rather than an all-reduce of their own, each
-    followed by a host read, they ride in DDP's gradient all-reduce: the hook appends them to the net's
-    first bucket. `local` is set by the trainer just before the backward that syncs; `reduced` holds
-    the sums afterwards, identical on every rank.
+    stop file on any rank) and a timed checkpoint (rank 0's clock) must be the same on every rank.
+    Rather than a collective of their own after the step, each followed by a host read, they ride with
+    DDP's gradient all-reduce: the hook issues their all-reduce beside the net's first bucket's, and
+    DDP waits for both before the backward returns. `local` is set by the trainer just before the
+    backward that syncs; `reduced` holds the sums afterwards, identical on every rank.
     """
 
     def __init__(self, world: int):
@@ -104,22 +105,26 @@ class Votes:
 
 def _all_reduce_with_votes(votes: Votes, bucket):
     """DDP communication hook: DDP's own gradient mean (scale by 1/world, sum), plus the votes. (No
-    annotations: DDP checks them against real types, and this module's are strings.)"""
+    annotations: DDP checks them against real types, and this module's are strings.)
+
+    The votes travel in an all-reduce of their own, issued with the first bucket's and joined to it
+    by a future: appending them to the bucket would copy the whole bucket twice (into the packed
+    tensor and back), a tenth of D's phase on 2 CPU processes (docs/benchmarks.md). The gradients'
+    all-reduce is the one DDP would issue, so their sums are bitwise what they were."""
     grads = bucket.buffer()
     grads.mul_(1.0 / votes.world)  # what DDP does without a hook, in the same arithmetic
-    carry = votes.local is not None and bucket.index() == 0
-    packed = torch.cat([grads, votes.local.to(grads.dtype)]) if carry else grads
-    future = dist.all_reduce(packed, async_op=True).get_future()
-    if not carry:
+    future = dist.all_reduce(grads, async_op=True).get_future()
+    if votes.local is None or bucket.index() != 0:
         return future.then(lambda f: f.value()[0])
+    local = votes.local.float()
+    voted = dist.all_reduce(local, async_op=True).get_future()
 
-    def unpack(f):
-        out = f.value()[0]
-        votes.reduced = out[grads.numel():].float()
-        grads.copy_(out[: grads.numel()])
+    def unpack(_):
+        votes.reduced = local
         return grads
 
-    return future.then(unpack)
+    # Neither future is waited on in a callback (gloo's worker threads run them): both are joined.
+    return torch.futures.collect_all([future, voted]).then(unpack)
 
 
 class Collectives:
