@@ -20,21 +20,30 @@
 # without warning) is sent by Slurm to every process of the job: the workers checkpoint
 # the same way, and the trap here creates the stop file too, so a TERM sent to this
 # shell alone (`scancel --batch`) also stops the workers. Only a TERM at the time limit
-# is followed by a requeue from here: after scancel the user wants the job over, and a
-# preempted job is requeued by Slurm itself where the partition says so. The shell does not send TERM
-# on to srun itself: the workers would get it twice, and torchrun treats a second TERM
-# during its shutdown as a reason to kill them before they finish the checkpoint.
+# is followed by a requeue from here: after scancel the user wants the job over. The shell
+# does not send TERM on to srun itself: the workers would get it twice, and torchrun treats
+# a second TERM during its shutdown as a reason to kill them before they finish the checkpoint.
+#
+# Preemption is told from what Slurm says about the job, not from the launcher's exit code
+# (preempted workers exit 143 as after scancel, or 1 as after a crash): `scontrol show job`
+# shows a PreemptTime once the job is preempted. Slurm 22.05 signals the job steps first (the
+# workers checkpoint) and this shell only at the end of GraceTime, and does not requeue a job
+# that ends by itself within GraceTime: the shell requeues it (unless Slurm already has).
 #
 # Requeues, each kind with its own cap, counted in <run dir>/slurm/job-<jobid>/requeues
 # (SLURM_RESTART_COUNT counts every kind together):
-#   warning  USR1 before the time limit or a preemption, or SIGTERM at the time limit
-#            (no warning asked for): requeue while short of train.steps, at most
-#            DISTGAN_MAX_REQUEUES (default 50) times
-#   failure  the launcher failed (a rank crashed, a collective timed out) after the newest
-#            checkpoint advanced during this attempt: at most DISTGAN_MAX_FAILURE_REQUEUES
-#            (default 3) times; a failure without progress is not retried
-#   slurm    Slurm requeued the job itself (PreemptMode=REQUEUE, node failure): the attempt
-#            it ended decides nothing; counted at the start of the next one, never capped here
+#   warning    USR1 before the time limit, or SIGTERM at the time limit (no warning asked
+#              for): requeue while short of train.steps, at most DISTGAN_MAX_REQUEUES
+#              (default 50) times
+#   failure    the launcher failed (a rank crashed, a collective timed out) after the newest
+#              checkpoint advanced during this attempt: at most DISTGAN_MAX_FAILURE_REQUEUES
+#              (default 3) times
+#   preempted  Slurm preempted the attempt (PreemptTime): always requeued, never capped, never
+#              counted as a failure
+#   slurm      Slurm requeued the job itself (node failure, scontrol requeue): the attempt it
+#              ended decides nothing; counted at the start of the next one, never capped here
+# A warning or a failure without progress (no newer complete checkpoint than at the start of
+# the attempt) is not requeued: the next attempt would end the same way.
 
 distgan_die() {
     echo "distgan slurm: error: $*" >&2
@@ -104,6 +113,7 @@ print(c.run_dir); print(c.train.steps)' "$@") \
     MAX_FAILURE_REQUEUES=${DISTGAN_MAX_FAILURE_REQUEUES:-3}
     export DISTGAN_STOP_FILE="$RUN_DIR/.stop-$SLURM_JOB_ID"
     rm -f "$DISTGAN_STOP_FILE"  # left by the attempt before a requeue
+    export DISTGAN_RANK_LOGS="$JOB_DIR/ranks/attempt-$((RESTARTS + 1))"
     export PYTHONUNBUFFERED=1 LAUNCH_CONFIG NPROC MASTER_PORT
     distgan_log "run dir $RUN_DIR, launch config $LAUNCH_CONFIG, $NPROC process(es) per node," \
         "${CPUS_PER_TASK:-unset} CPU(s) per task, OMP_NUM_THREADS=$OMP_NUM_THREADS, args: ${CONFIG_ARGS[*]}"
@@ -143,7 +153,8 @@ distgan_keep_config() {
     CONFIG_ARGS=("$train_with" "$@")
 }
 
-# Counters live in JOB_DIR/requeues as lines `kind=N` (warning, failure, slurm).
+# Counters live in JOB_DIR/requeues as lines `kind=N` (warning, failure, preempted, slurm).
+REQUEUE_KINDS="warning failure preempted slurm"
 distgan_counter() {
     local value
     value=$(sed -n "s/^$1=//p" "$JOB_DIR/requeues" 2>/dev/null)
@@ -151,26 +162,49 @@ distgan_counter() {
 }
 
 distgan_count() {
-    local kind=$1 warning failure slurm
-    warning=$(distgan_counter warning) failure=$(distgan_counter failure) slurm=$(distgan_counter slurm)
-    case $kind in
-        warning) warning=$((warning + 1)) ;;
-        failure) failure=$((failure + 1)) ;;
-        slurm) slurm=$((slurm + 1)) ;;
-    esac
-    printf 'warning=%s\nfailure=%s\nslurm=%s\n' "$warning" "$failure" "$slurm" >"$JOB_DIR/requeues.tmp" \
-        && mv "$JOB_DIR/requeues.tmp" "$JOB_DIR/requeues"
+    local kind value
+    for kind in $REQUEUE_KINDS; do
+        value=$(distgan_counter "$kind")
+        [ "$kind" = "$1" ] && value=$((value + 1))
+        echo "$kind=$value"
+    done >"$JOB_DIR/requeues.tmp" && mv "$JOB_DIR/requeues.tmp" "$JOB_DIR/requeues"
 }
 
-# A restart this script did not ask for was Slurm's own (preemption in a REQUEUE
-# partition, node failure, `scontrol requeue` by hand).
+distgan_counts() {
+    local kind out=""
+    for kind in $REQUEUE_KINDS; do out="$out $kind=$(distgan_counter "$kind")"; done
+    echo "${out# }"
+}
+
+# A restart this script did not count was Slurm's own (node failure, `scontrol requeue` by
+# hand, a preemption whose attempt was killed before it could count it).
 distgan_count_slurm_requeue() {
-    local ours=$(( $(distgan_counter warning) + $(distgan_counter failure) + $(distgan_counter slurm) ))
+    local kind ours=0
+    for kind in $REQUEUE_KINDS; do ours=$((ours + $(distgan_counter "$kind"))); done
     if [ "$RESTARTS" -gt "$ours" ]; then
         distgan_count slurm
-        distgan_log "requeued by Slurm itself (preemption, node failure or by hand): slurm requeues" \
+        distgan_log "requeued by Slurm itself (node failure, preemption or by hand): slurm requeues" \
             "$(distgan_counter slurm)"
     fi
+}
+
+# Whether the job's partition cancels preempted jobs (PreemptMode=CANCEL): the site's choice, kept.
+distgan_preempt_cancels() {
+    local partition
+    partition=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o ' Partition=[^ ]*') || return 1
+    scontrol show partition -o "${partition# Partition=}" 2>/dev/null | grep -q 'PreemptMode=[^ ]*CANCEL'
+}
+
+# When Slurm preempted this attempt: `scontrol show job` shows PreemptTime (None before) at or
+# after the attempt's StartTime (a PreemptTime of an earlier attempt would be before it).
+distgan_preempt_time() {
+    local info preempt start
+    info=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null) || return 1
+    preempt=$(grep -o ' PreemptTime=[^ ]*' <<<"$info") start=$(grep -o ' StartTime=[^ ]*' <<<"$info")
+    preempt=${preempt# PreemptTime=} start=${start# StartTime=}
+    case $preempt in ""|None|Unknown) return 1 ;; esac
+    [[ "$preempt" < "$start" ]] && return 1  # ISO times compare as strings
+    echo "$preempt"
 }
 
 # Whether Slurm requeued this job while this attempt ran: its restart count moved past
@@ -181,19 +215,30 @@ distgan_requeued_by_slurm() {
     [ "${restarts#Restarts=}" -gt "$RESTARTS" ]
 }
 
-# NCCL settings a cluster team expects; each one the user's environment sets wins.
+# NCCL and torch settings a cluster team expects, for a hang to leave evidence; each one the
+# user's environment sets wins.
 distgan_nccl_defaults() {
     export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-    # 1: abort the communicators, then end the process: peers blocked in a collective
-    # with a dead rank fail too instead of hanging until their own timeout.
-    export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
-    # Flight recorder: the last collectives of every rank, dumped when one times out.
-    export TORCH_NCCL_TRACE_BUFFER_SIZE=${TORCH_NCCL_TRACE_BUFFER_SIZE:-2000}
+    # 3 (torch's documented default, torchtitan's choice): on an error or a timeout end the
+    # process without aborting the communicators. 1 aborts them first, and the flight recorder
+    # then has nothing left to dump (pytorch issue 121055).
+    export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-3}
+    # Flight recorder: the last collectives of every rank (NCCL and gloo), dumped when one times
+    # out, under the names torch 2.13 reads first (the TORCH_NCCL_ ones are deprecated and warned
+    # about on every rank; a value the user gave under them is kept).
+    export TORCH_FR_BUFFER_SIZE=${TORCH_FR_BUFFER_SIZE:-${TORCH_NCCL_TRACE_BUFFER_SIZE:-2000}}
     export TORCH_NCCL_DUMP_ON_TIMEOUT=${TORCH_NCCL_DUMP_ON_TIMEOUT:-1}
-    export TORCH_NCCL_DEBUG_INFO_TEMP_FILE=${TORCH_NCCL_DEBUG_INFO_TEMP_FILE:-$JOB_DIR/nccl_trace_rank_}
+    # Each rank's Python stacks on a collective timeout or a lost peer (distgan/train/hang.py)
+    # and the flight-recorder dumps: one directory per attempt.
+    export DISTGAN_STACKS_DIR=${DISTGAN_STACKS_DIR:-$JOB_DIR/hangs/attempt-$((RESTARTS + 1))}
+    export TORCH_FR_DUMP_TEMP_FILE=${TORCH_FR_DUMP_TEMP_FILE:-${TORCH_NCCL_DEBUG_INFO_TEMP_FILE:-$DISTGAN_STACKS_DIR/flight_recorder_rank_}}
+    # Python's stacks on a fatal signal (the NCCL watchdog's abort, a segfault), to each rank's stderr.
+    export PYTHONFAULTHANDLER=${PYTHONFAULTHANDLER:-1}
+    mkdir -p "$DISTGAN_STACKS_DIR" || distgan_die "cannot create $DISTGAN_STACKS_DIR"
     distgan_log "NCCL_DEBUG=$NCCL_DEBUG TORCH_NCCL_ASYNC_ERROR_HANDLING=$TORCH_NCCL_ASYNC_ERROR_HANDLING" \
-        "TORCH_NCCL_TRACE_BUFFER_SIZE=$TORCH_NCCL_TRACE_BUFFER_SIZE TORCH_NCCL_DUMP_ON_TIMEOUT=$TORCH_NCCL_DUMP_ON_TIMEOUT" \
-        "TORCH_NCCL_DEBUG_INFO_TEMP_FILE=$TORCH_NCCL_DEBUG_INFO_TEMP_FILE"
+        "TORCH_FR_BUFFER_SIZE=$TORCH_FR_BUFFER_SIZE TORCH_NCCL_DUMP_ON_TIMEOUT=$TORCH_NCCL_DUMP_ON_TIMEOUT" \
+        "TORCH_FR_DUMP_TEMP_FILE=$TORCH_FR_DUMP_TEMP_FILE PYTHONFAULTHANDLER=$PYTHONFAULTHANDLER" \
+        "DISTGAN_STACKS_DIR=$DISTGAN_STACKS_DIR"
 }
 
 # The rendezvous port, free on this host (the batch step runs on the job's first node,
@@ -282,10 +327,11 @@ distgan_progress() {
 }
 
 distgan_on_signal() {
-    local why=""
-    # Slurm's reason tells a time limit (Reason=TimeLimit, seen on 22.05) from scancel or
-    # preemption (both Reason=None while the job completes): ask while the job still runs.
+    local why="" preempted
+    # Slurm's reason tells a time limit (Reason=TimeLimit, seen on 22.05) from scancel (Reason=None
+    # while the job completes): ask while the job still runs. A preemption shows its PreemptTime.
     [ "$1" = TERM ] && why=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Reason=[^ ]*')
+    preempted=$(distgan_preempt_time) && why="$why preempted at $preempted"
     distgan_log "SIG$1 at $(date -Is) ${why}; asking the workers to checkpoint and stop"
     STOP_REASON=${STOP_REASON:-$1}
     [ "$why" = Reason=TimeLimit ] && STOP_REASON=TIMELIMIT
@@ -293,21 +339,30 @@ distgan_on_signal() {
 }
 
 # distgan_launch: srun one task per node (per task with DISTGAN_TASKS_AS_NODES), each an
-# `accelerate launch` of NPROC processes. Output lines carry `<task>: [local<r>]:`
-# (srun --label, torchrun's --tee with role `local`); global rank = task * NPROC + r.
-# Every worker's stdout/stderr is also in JOB_DIR/ranks/ (torchrun's --log_dir).
+# `accelerate launch` of NPROC processes. Every line a task writes names its node and the global
+# rank: `[<node> rank<R>]:` for a worker's (torchrun's --tee with a prefix template), `[<node>
+# launcher]:` for the node's launcher's own. Every worker's stdout/stderr is also in
+# JOB_DIR/ranks/attempt-<n>/task<t>/ (torchrun's --log_dir).
+# The task's shell stays until the launcher is done (slurmstepd ends what is left of a step when
+# its task exits) and ignores SIGTERM, as the label filter does: the launcher and the workers
+# get Slurm's TERM themselves and must not lose their output while they checkpoint.
 distgan_launch() {
-    export DISTGAN_RANK_LOGS="$JOB_DIR/ranks/attempt-$((RESTARTS + 1))"
-    distgan_log "srun ${SRUN_CPUS[*]} --label: ${SLURM_NTASKS:-1} task(s) x $NPROC process(es)"
-    srun --kill-on-bad-exit=1 --label "${SRUN_CPUS[@]}" ${DISTGAN_TASK_PREFIX:-} bash -c '
+    distgan_log "srun ${SRUN_CPUS[*]}: ${SLURM_NTASKS:-1} task(s) x $NPROC process(es), lines labelled" \
+        "[<node> rank<global rank>]"
+    srun --kill-on-bad-exit=1 "${SRUN_CPUS[@]}" ${DISTGAN_TASK_PREFIX:-} bash -c '
+        node=$(hostname -s)
         mkdir -p "$DISTGAN_RANK_LOGS/task$SLURM_PROCID"
-        exec accelerate launch --config_file "$LAUNCH_CONFIG" \
+        export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE="[$node rank\${rank}]:"
+        trap : TERM
+        accelerate launch --config_file "$LAUNCH_CONFIG" \
             --num_machines "$SLURM_NTASKS" --machine_rank "$SLURM_PROCID" \
             --num_processes $(( SLURM_NTASKS * NPROC )) \
             --main_process_ip "${DISTGAN_MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}" \
             --main_process_port "$MASTER_PORT" \
             --tee 3 --role local --log_dir "$DISTGAN_RANK_LOGS/task$SLURM_PROCID" \
-            -m distgan train "$@"' distgan-task "${CONFIG_ARGS[@]}"
+            -m distgan train "$@" 2>&1 \
+            | (trap "" TERM; exec sed -u "/^\[$node rank[0-9]*\]:/!s/^/[$node launcher]:/")
+        exit "${PIPESTATUS[0]}"' distgan-task "${CONFIG_ARGS[@]}"
 }
 
 # Run distgan_launch, hand signals over, then requeue or not.
@@ -336,9 +391,25 @@ distgan_run_with_requeue() {
     step=$(distgan_progress) || distgan_die "cannot read the checkpoints in $RUN_DIR"
     distgan_log "launcher exited with $rc at $(date -Is); newest checkpoint: step $step/$TOTAL_STEPS" \
         "(this attempt started at $start_step)"
+    local preempted
+    if [ "$step" -lt "$TOTAL_STEPS" ] && preempted=$(distgan_preempt_time); then
+        if distgan_preempt_cancels; then
+            distgan_log "preempted at $preempted (Slurm's PreemptTime for this job), newest checkpoint step" \
+                "$step/$TOTAL_STEPS; not requeued: the partition's PreemptMode is CANCEL. Submit the same command" \
+                "to resume."
+            return 75
+        fi
+        distgan_count preempted
+        distgan_log "preempted at $preempted (Slurm's PreemptTime for this job), newest checkpoint step" \
+            "$step/$TOTAL_STEPS: requeued (preemption $(distgan_counter preempted), not a failure; $(distgan_counts))"
+        # Slurm 22.05 requeues a preempted job only if it still runs at the end of GraceTime.
+        distgan_requeued_by_slurm || scontrol requeue "$SLURM_JOB_ID" || distgan_requeued_by_slurm \
+            || distgan_die "scontrol requeue $SLURM_JOB_ID failed after a preemption (is the job --requeue?)"
+        return 0
+    fi
     if [ "$step" -lt "$TOTAL_STEPS" ] && distgan_requeued_by_slurm; then
-        distgan_log "Slurm requeued job $SLURM_JOB_ID itself during this attempt (node failure, preemption or" \
-            "scontrol requeue): nothing to decide here; the next attempt counts it and resumes from the newest" \
+        distgan_log "Slurm requeued job $SLURM_JOB_ID itself during this attempt (node failure or scontrol" \
+            "requeue): nothing to decide here; the next attempt counts it and resumes from the newest" \
             "complete checkpoint"
         return 75
     fi
@@ -349,41 +420,51 @@ distgan_run_with_requeue() {
     fi
     case $STOP_REASON in
         USR1|TIMELIMIT)
+            if [ "$step" -le "$start_step" ]; then
+                distgan_stop 75 "stopped by SIG${STOP_REASON/TIMELIMIT/TERM at the time limit} without progress (no" \
+                    "newer checkpoint than step $start_step): a requeued attempt would stop the same way." \
+                    "Give the job a longer --time or an earlier --signal"
+            fi
             if [ "$(distgan_counter warning)" -ge "$MAX_REQUEUES" ]; then
-                distgan_log "stopped at step $step/$TOTAL_STEPS; not requeued: $MAX_REQUEUES warning requeues" \
-                    "reached (DISTGAN_MAX_REQUEUES). Submit the same command again to resume."
-                return 75
+                distgan_stop 75 "stopped at step $step/$TOTAL_STEPS, $MAX_REQUEUES warning requeues reached" \
+                    "(DISTGAN_MAX_REQUEUES). Submit the same command again to resume"
             fi
             distgan_requeue warning "checkpoint at step $step/$TOTAL_STEPS"
             ;;
         TERM)
-            distgan_log "stopped by SIGTERM (scancel or preemption)" \
-                "at step $step/$TOTAL_STEPS; not requeued by this script. A preempted job in a" \
-                "PreemptMode=REQUEUE partition is requeued by Slurm; otherwise submit the same command to resume."
+            distgan_log "stopped by SIGTERM (scancel: Slurm shows no PreemptTime, no time limit)" \
+                "at step $step/$TOTAL_STEPS; not requeued by this script. Submit the same command to resume."
             return 75
             ;;
         *)
             if [ "$step" -le "$start_step" ]; then
-                distgan_log "failed (exit $rc) without progress: no newer checkpoint than step $start_step." \
-                    "Not requeued (a retry would fail the same way). The rank logs are in $JOB_DIR/ranks/."
-                return $rc
+                distgan_stop "$rc" "failed (exit $rc) without progress (no newer checkpoint than step $start_step):" \
+                    "a retry would fail the same way"
             fi
             if [ "$(distgan_counter failure)" -ge "$MAX_FAILURE_REQUEUES" ]; then
-                distgan_log "failed (exit $rc) at step $step/$TOTAL_STEPS; not requeued: $MAX_FAILURE_REQUEUES" \
-                    "failure requeues reached (DISTGAN_MAX_FAILURE_REQUEUES). The rank logs are in $JOB_DIR/ranks/."
-                return $rc
+                distgan_stop "$rc" "failed (exit $rc) at step $step/$TOTAL_STEPS, $MAX_FAILURE_REQUEUES failure" \
+                    "requeues reached (DISTGAN_MAX_FAILURE_REQUEUES)"
             fi
             distgan_requeue failure "failed (exit $rc) after progress (checkpoint step $start_step -> $step)"
             ;;
     esac
 }
 
+# distgan_stop CODE WHY...: the one line of a job that stops for good (a crash-loop cap), with where
+# its logs are; ends the batch shell with CODE.
+distgan_stop() {
+    local code=$1
+    shift
+    distgan_log "not requeued: $*. Logs: $LOG; each rank's: $DISTGAN_RANK_LOGS/; stacks of a hang:" \
+        "$DISTGAN_STACKS_DIR/ ($(distgan_counts))"
+    exit "$code"
+}
+
 distgan_requeue() {
     local kind=$1
     shift
     distgan_count "$kind"
-    distgan_log "$*; requeueing job $SLURM_JOB_ID ($kind requeue $(distgan_counter "$kind");" \
-        "warning=$(distgan_counter warning) failure=$(distgan_counter failure) slurm=$(distgan_counter slurm))"
+    distgan_log "$*; requeueing job $SLURM_JOB_ID ($kind requeue $(distgan_counter "$kind"); $(distgan_counts))"
     scontrol requeue "$SLURM_JOB_ID" || distgan_die "scontrol requeue $SLURM_JOB_ID failed (is the job --requeue and JobRequeue allowed?)"
     return 0
 }

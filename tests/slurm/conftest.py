@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
 from tests.slurm.daemons import cancel_jobs, free_port, install, run, skip_or_fail, start_munged, stop, wait
+from tests.slurm.jobs import TRAIN, TWO_NODE_STEPS
 from tests.slurm.two_nodes import NamespaceError, TwoNodeCluster, cannot_make
 
 
@@ -140,3 +142,12 @@ def two_nodes(tmp_path_factory):
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def one_node_two_processes(tmp_path_factory):
+    """What the two-node runs must equal bitwise: `accelerate launch` of 2 gloo processes on this
+    host, no Slurm, tests/slurm/jobs.py's TRAIN for TWO_NODE_STEPS steps."""
+    run = tmp_path_factory.mktemp("two_node_runs") / "one_node"
+    run_cli("train", *TRAIN, f"train.steps={TWO_NODE_STEPS}", f"run.dir={run}", procs=2, timeout=600)
+    return run

@@ -2,7 +2,8 @@
 UTS and mount namespace of its own; a shared file system): one process per node trains
 bitwise like two processes on one node, under Slurm (slurm/train_multi_node.sbatch) and
 under `accelerate launch --config_file launch/multi_node.yaml` alone; a node cut off from
-the network mid-run makes Slurm requeue the job, which resumes and ends bitwise equal.
+the network mid-run makes Slurm requeue the job, which resumes and ends bitwise equal. Every
+line of a two-node job's log names its node and global rank.
 See docs/operations.md for what each case looks like to a user.
 """
 
@@ -15,9 +16,9 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, assert_bitwise_equal, cli_env, latest_state, metrics, run_cli
+from tests.helpers import ROOT, assert_bitwise_equal, cli_env, latest_state, metrics
 from tests.slurm.jobs import (
-    STEPS,
+    TWO_NODE_STEPS as STEPS,
     TRAIN,
     assert_completed,
     job_info,
@@ -36,14 +37,6 @@ TWO_NODES = ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1"]
 ONE_PER_NODE = {"DISTGAN_NPROC": "1"}
 
 
-@pytest.fixture(scope="module")
-def one_node_two_processes(tmp_path_factory):
-    """The reference: `accelerate launch` of 2 gloo processes on this host, no Slurm."""
-    run = tmp_path_factory.mktemp("two_node_runs") / "one_node"
-    run_cli("train", *TRAIN, f"train.steps={STEPS}", f"run.dir={run}", procs=2, timeout=600)
-    return run
-
-
 def test_two_nodes_one_process_each_equal_one_node_two_processes(two_nodes, one_node_two_processes, tmp_path):
     run = tmp_path / "two_nodes"
     job = sbatch(two_nodes, "train_multi_node.sbatch", run, f"train.steps={STEPS}", flags=TWO_NODES, env=ONE_PER_NODE)
@@ -53,9 +46,20 @@ def test_two_nodes_one_process_each_equal_one_node_two_processes(two_nodes, one_
     assert info["NodeList"] == "n[1-2]", info
     assert "run dir visible from all 2 task(s)" in log and "2 task(s) x 1 process(es)" in log, log
     assert f"done: step {STEPS}/{STEPS}" in log
+    assert_labelled(log)
     state = latest_state(run)
     assert state["step"] == STEPS and state["world_size"] == 2
     assert_bitwise_equal(latest_state(one_node_two_processes), state)
+
+
+def assert_labelled(log: str) -> None:
+    """Every line of the log says where it came from: the batch script, Slurm (srun, slurmstepd
+    on a node), a node's launcher, or a worker by node and global rank."""
+    for line in log.splitlines():
+        assert re.match(r"=== distgan job |srun: |slurmstepd-n[12]: |\[n1 rank0\]:|\[n2 rank1\]:|\[n[12] launcher\]:",
+                        line), line
+    assert re.search(r"^\[n1 rank0\]:done: ", log, re.M), log
+    assert re.search(r"^\[n2 (rank1|launcher)\]:", log, re.M), log
 
 
 def test_accelerate_launch_across_two_nodes_without_slurm(two_nodes, one_node_two_processes, tmp_path):
@@ -116,7 +120,7 @@ def test_node_cut_off_mid_run_is_requeued_and_finishes_bitwise(two_nodes, one_no
     first_attempt, second_attempt = log.split(f"=== distgan job {job}: attempt 2 on ")
     assert f"Slurm requeued job {job} itself during this attempt" in first_attempt, log
     assert "requeueing job" not in log, log
-    assert requeue_counts(run, job) == {"warning": 0, "failure": 0, "slurm": 1}
+    assert requeue_counts(run, job) == {"warning": 0, "failure": 0, "preempted": 0, "slurm": 1}
     resumed = re.search(r"resumed from \S+/step_(\d+) at step (\d+)", second_attempt)
     assert resumed and int(resumed.group(1)) == int(resumed.group(2)) >= 50, log
     assert f"done: step {STEPS}/{STEPS}" in log
