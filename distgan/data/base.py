@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol
 
 import numpy as np
 import torch
@@ -53,8 +53,11 @@ class DataSource(Protocol):
     def next_batch(self) -> Batch:
         """This rank's slice of the next global batch."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Position in the stream (plain data, loadable with weights_only=True)."""
+    def state_dict(self, gather: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, Any]:
+        """Position in the stream (plain data, loadable with weights_only=True), in a form that does
+        not depend on the number of processes, the same on every rank, and `global_batch`. `gather`
+        (an all-gather over the ranks, which every rank then calls; None alone) lets a source whose
+        ranks each know part of the position put it together."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 

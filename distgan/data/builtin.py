@@ -47,10 +47,11 @@ class _GlobalStream:
     draws: int
     global_batch: int
 
-    def state_dict(self) -> dict[str, Any]:
-        # In samples of the global stream, so a resume with another world size
-        # or batch size continues at the same place (rounded down to a batch).
-        return {"position": self.draws * self.global_batch}
+    def state_dict(self, gather=None) -> dict[str, Any]:
+        # In samples of the global stream, the same on every rank: a resume on another number of
+        # processes continues with the same global batches (another global batch continues at the
+        # same place, rounded down to a batch). Nothing to gather.
+        return {"position": self.draws * self.global_batch, "global_batch": self.global_batch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.draws = int(state["position"]) // self.global_batch

@@ -1,34 +1,37 @@
-"""What each DataLoader worker runs: its slot's shards -> shuffled raw samples -> uint8 batches.
+"""What each DataLoader worker runs: its canonical streams' shards -> shuffled raw samples -> its
+part of every batch, as uint8.
 
-A worker reads the shards `distgan.data.split.epoch_plan` deals to its slot, in
-order, from its resume position (`slot_shards`). Samples are shuffled inside each
-shard with a buffer of `data.shuffle_buffer` raw samples, seeded from (seed,
-epoch, rank, worker, shard position); `distgan data pack` already shuffled samples
-across shards (`read_shards`). Batches are built *inside* the workers as uint8
-(B, C, H, W) arrays, so one IPC message carries a batch at a quarter of the float
-size (`make_batches`); the main process converts to float on the training device.
+A stream reads the shards `distgan.data.split.epoch_plan` deals to it, in order, from its resume
+position (`slot_shards`). Samples are shuffled inside each shard with a buffer of
+`data.shuffle_buffer` raw samples, seeded from (seed, epoch, stream, shard position); `distgan
+data pack` already shuffled samples across shards (`read_shards`). The flip and crop draws of
+every raw sample come from a stream of their own with the same seed parts. None of this depends
+on the rank or worker that reads the stream, so any number of processes sees the same samples.
 
-After each batch a worker reports its position: [shard index in its slot list,
-raw samples consumed from that shard, wraps, batches produced]. Started from such
-a position, a worker skips whole shards without opening them and re-reads
-(without decoding) the raw samples of the current shard up to it.
+A worker holds one or more (stream, lo, hi) parts (`distgan.data.split.worker_groups`): for every
+global batch it takes the next chunk of each of its streams and keeps samples lo..hi-1 of it,
+decoded into one uint8 (B, C, H, W) array per image field (`make_batches`); the main process
+concatenates the workers' parts into the rank's batch. Its item carries, per stream, the position
+after that batch: [shard index in the stream's list, raw samples consumed from that shard,
+wraps]. Started from such a position, a stream skips whole shards without opening them and
+re-reads (without decoding) the raw samples of the current shard up to it.
 
-Bad data: a corrupt or truncated tar, an undecodable image or a missing field
-skips the sample(s) with a warning naming shard and key, counted in the batch's
-`skipped`. A worker whose shards run short because of skipped samples starts over
-at its first shard (a few samples repeat, with a warning) so the batch count stays
-equal on every rank.
+Bad data: a corrupt or truncated tar, an undecodable image or a missing field skips the sample
+with a warning naming shard and key; the chunk takes the stream's next good sample instead, so
+chunks are the same on any number of processes (a rank that keeps part of a chunk decodes the
+whole chunk to know which samples are good). A stream that runs short because of skipped
+samples starts over at its first shard (a few samples repeat, with a warning), so the batch count
+stays equal on every rank. Skips and warnings are counted once, by the rank that keeps the
+chunk's first sample.
 """
 
 from __future__ import annotations
 
 import sys
-from functools import partial
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.base import derive_seed
@@ -37,8 +40,8 @@ from distgan.data.manifest import Shard
 from distgan.data.split import epoch_plan
 from distgan.data.tario import TarFormatError, iter_samples
 
-# Seeds of the per-shard random streams, mixed with (seed, epoch, rank, worker, shard
-# position); their values fix the streamed order and augmentation (golden numbers).
+# Seeds of the per-shard random streams, mixed with (seed, epoch, stream, shard position);
+# their values fix the streamed order and augmentation.
 _IN_SHARD_SHUFFLE_SEED = 0x5A4D_0002  # the order of samples within a shard
 _AUGMENT_SEED = 0x5A4D_0003  # each sample's flip and crop draws
 MAX_WARNINGS = 20  # per worker and epoch; the count goes on in data/skipped
@@ -54,7 +57,7 @@ def _warn(state: dict, message: str) -> None:
 
 
 def slot_shards(shards: list[Shard], order: list[int], start: list[int]) -> Iterator[dict]:
-    """Source stage: this slot's shards in order, from the resume position, cycling."""
+    """Source stage: a stream's shards in order, from the position [index, raw consumed, wraps], cycling."""
     i, skip, wraps = start[0], start[1], start[2]
     while True:
         if i >= len(order):
@@ -90,8 +93,8 @@ def _shuffled(items: Iterator, bufsize: int, rng: np.random.Generator) -> Iterat
         yield buf.pop()
 
 
-def read_shards(src: Iterator[dict], *, seed: int, epoch: int, rank: int, worker: int, bufsize: int,
-                augments: bool, state: dict) -> Iterator[tuple]:
+def read_shards(src: Iterator[dict], *, seed: int, epoch: int, stream: int, bufsize: int,
+                augments: bool) -> Iterator[tuple]:
     """Stage: (shard, raw index + 1, key, fields, random draws) per raw sample, from each shard.
 
     The first `skip` raw samples of a shard are read but neither decoded nor
@@ -99,7 +102,9 @@ def read_shards(src: Iterator[dict], *, seed: int, epoch: int, rank: int, worker
     (key None) carrying the number of samples it lost.
     """
     for shard in src:
-        parts = (seed, epoch, rank, worker, shard["index"], shard["wraps"])
+        # (0, stream) where the parts were (rank, worker) before canonical streams: a one-process,
+        # one-worker run reads its shards in the order it did.
+        parts = (seed, epoch, 0, stream, shard["index"], shard["wraps"])
         rng = np.random.default_rng(derive_seed(_IN_SHARD_SHUFFLE_SEED, *parts))
         aug_rng = np.random.default_rng(derive_seed(_AUGMENT_SEED, *parts)) if augments else None
         broken: list = []
@@ -124,72 +129,96 @@ def read_shards(src: Iterator[dict], *, seed: int, epoch: int, rank: int, worker
                 yield shard, n, None, {"lost": max(lost, 0), "reason": reason}, None
 
 
-def make_batches(src: Iterator[tuple], *, spec: Decode, batch: int, worker: int, produced: int, need: int,
-                 slot_total: int, state: dict) -> Iterator[dict]:
-    """Stage: decode into uint8 batches (B, C, H, W) built inside the worker; stop after `need`."""
-    c, r = spec.channels, spec.resolution
-    n_img = len(spec.image_fields)
+class StreamReader:
+    """One canonical stream of one epoch, from a position: its chunks of good samples, decoded."""
 
-    def new_arrays():
-        return ([np.empty((batch, r, r, c), np.uint8) for _ in range(n_img)],
-                np.empty(batch, np.int64) if spec.labelled else None)
+    def __init__(self, shards: list[Shard], order: list[int], start: list[int], *, spec: Decode, seed: int,
+                 epoch: int, stream: int, bufsize: int, state: dict):
+        self.samples = read_shards(slot_shards(shards, order, start), seed=seed, epoch=epoch, stream=stream,
+                                   bufsize=bufsize, augments=spec.augments)
+        self.spec, self.state = spec, state
+        self.position = [int(v) for v in start[:3]]
+        self.slot_total = sum(shards[s].count + 1 for s in order)  # raw samples and markers in one pass
+        self.wrapped = False
 
-    images, labels = new_arrays()
-    fill = skipped = seen = 0
-    since_valid, wrapped = 0, False
-    if produced >= need:
-        return
-    for shard, pos, key, fields, u in src:
-        if shard["wraps"] > 0 and not wrapped:
-            wrapped = True
-            _warn(state, f"worker {worker}: skipped samples left its shards short of "
-                         f"{need} batches; starting over at its first shard (some samples repeat this epoch)")
-        if key is None:
-            skipped += fields["lost"]
-            seen += fields["lost"]
-            since_valid += fields["lost"] + 1
-            _warn(state, f"shard {shard['url']}: {fields['reason']}; {fields['lost']} samples skipped")
-        else:
-            seen += 1
-            try:
-                for k, name in enumerate(spec.image_fields):
-                    if name not in fields:
-                        raise KeyError(f"missing field {name!r}")
-                    images[k][fill] = decode_image(fields[name], name, c, spec, u)
-                if labels is not None:
-                    if "cls" not in fields:
-                        raise KeyError("missing field 'cls'")
-                    labels[fill] = int(fields["cls"])
-            except Exception as exc:  # any bad sample: skip it, name it, go on
-                skipped += 1
-                since_valid += 1
-                _warn(state, f"shard {shard['url']} key {key}: skipped ({type(exc).__name__}: {exc})")
+    def chunk(self, size: int, lo: int, hi: int, images: list[np.ndarray], labels: Optional[np.ndarray],
+              row: int) -> tuple[int, Optional[str]]:
+        """Read the stream's next `size` good samples, writing samples lo..hi-1 of them to rows row.. of
+        `images` / `labels`. Returns (skipped samples, counted only when lo == 0; error or None)."""
+        spec, counting = self.spec, lo == 0
+        good = skipped = since_valid = 0
+        while good < size:
+            shard, pos, key, fields, u = next(self.samples)
+            self.position = [shard["index"], pos, shard["wraps"]]
+            if shard["wraps"] > 0 and not self.wrapped:
+                self.wrapped = True
+                if counting:
+                    _warn(self.state, "skipped samples left a stream short of its epoch; starting over at its "
+                                      "first shard (some samples repeat this epoch)")
+            if key is None:
+                skipped += fields["lost"]
+                since_valid += fields["lost"] + 1
+                if counting:
+                    _warn(self.state, f"shard {shard['url']}: {fields['reason']}; {fields['lost']} samples skipped")
             else:
-                fill += 1
-                since_valid = 0
-        if since_valid > slot_total:
-            yield {"error": f"worker {worker} went through all its shards without one usable sample "
-                            f"(last: {shard['url']}); check the data with `distgan data inspect`"}
-            return
-        if fill == batch:
-            produced += 1
-            yield {"images": [np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in images],  # (B, C, H, W)
-                   "y": labels,
-                   "worker": worker, "pos": [shard["index"], pos, shard["wraps"], produced],
-                   "skipped": skipped, "seen": seen}
-            if produced >= need:
+                try:
+                    decoded = []
+                    for name in spec.image_fields:
+                        if name not in fields:
+                            raise KeyError(f"missing field {name!r}")
+                        decoded.append(decode_image(fields[name], name, spec.channels, spec, u))
+                    if spec.labelled:
+                        if "cls" not in fields:
+                            raise KeyError("missing field 'cls'")
+                        label = int(fields["cls"])
+                except Exception as exc:  # any bad sample: skip it, name it, go on
+                    skipped += 1
+                    since_valid += 1
+                    if counting:
+                        _warn(self.state, f"shard {shard['url']} key {key}: skipped ({type(exc).__name__}: {exc})")
+                else:
+                    if lo <= good < hi:
+                        for k, img in enumerate(decoded):
+                            images[k][row + good - lo] = img
+                        if labels is not None:
+                            labels[row + good - lo] = label
+                    good += 1
+                    since_valid = 0
+            if since_valid > self.slot_total:
+                return skipped, (f"a stream went through all its shards without one usable sample (last: "
+                                 f"{shard['url']}); check the data with `distgan data inspect`")
+        return (skipped if counting else 0), None
+
+
+def make_batches(readers: list[StreamReader], parts: list[tuple[int, int, int]], sizes: list[int], *,
+                 spec: Decode, worker: int, first: int, need: int) -> Iterator[dict]:
+    """This worker's part of global batches first..need-1: for each, the chunks of its streams, kept
+    samples concatenated in stream order, as uint8 (B_part, C, H, W), and the streams' positions."""
+    c, r = spec.channels, spec.resolution
+    rows = sum(hi - lo for _, lo, hi in parts)
+    for k in range(first, need):
+        images = [np.empty((rows, r, r, c), np.uint8) for _ in spec.image_fields]
+        labels = np.empty(rows, np.int64) if spec.labelled else None
+        row = skipped = 0
+        for reader, (s, lo, hi) in zip(readers, parts):
+            lost, error = reader.chunk(sizes[s], lo, hi, images, labels, row)
+            if error is not None:
+                yield {"error": f"worker {worker}: {error}"}
                 return
-            images, labels = new_arrays()
-            fill = skipped = seen = 0
+            row, skipped = row + hi - lo, skipped + lost
+        yield {"images": [np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in images],  # (B_part, C, H, W)
+               "y": labels, "worker": worker, "batch": k,
+               "pos": {s: list(reader.position) for reader, (s, _, _) in zip(readers, parts)},
+               "skipped": skipped, "seen": rows + skipped}
 
 
 class ShardStream(IterableDataset):
-    """One rank's stream for one epoch (the epoch is read from a shared counter,
-    so persistent workers follow along): a wds.DataPipeline per worker."""
+    """One rank's stream for one epoch (the epoch is read from a shared counter, so persistent
+    workers follow along): worker w makes `groups[w]`'s part of every batch."""
 
-    def __init__(self, shards: list[Shard], spec: Decode, *, batch: int, rank: int, world: int, workers: int,
-                 seed: int, bufsize: int, per_worker: int, epoch_box: torch.Tensor, resume: Optional[dict],
-                 as_tensors: bool = False):
+    def __init__(self, shards: list[Shard], spec: Decode, *, seed: int, bufsize: int, sizes: list[int],
+                 groups: list[list[tuple[int, int, int]]], per_epoch: int, epoch_box: torch.Tensor,
+                 resume: Optional[dict], as_tensors: bool = False):
         super().__init__()
         # numpy arrays cross to the main process pickled through the worker's pipe;
         # tensors go through shared memory, one file descriptor handed over a socket
@@ -197,30 +226,23 @@ class ShardStream(IterableDataset):
         # where the loader pins memory for CUDA.
         self.as_tensors = as_tensors
         self.shards, self.spec = shards, spec
-        self.batch, self.rank, self.world, self.workers = batch, rank, world, workers
-        self.seed, self.bufsize, self.per_worker = seed, bufsize, per_worker
-        self.epoch_box, self.resume = epoch_box, resume
+        self.seed, self.bufsize, self.sizes, self.groups = seed, bufsize, sizes, groups
+        self.per_epoch, self.epoch_box, self.resume = per_epoch, epoch_box, resume
 
-    def pipeline(self, epoch: int, worker: int, start: list[int]) -> wds.DataPipeline:
-        counts = [s.count for s in self.shards]
-        order = epoch_plan(counts, epoch, self.seed, self.world * self.workers)[self.rank * self.workers + worker]
+    def pipeline(self, epoch: int, worker: int) -> Iterator[dict]:
+        resume = self.resume if self.resume is not None and self.resume["epoch"] == epoch else None
+        plan = epoch_plan([s.count for s in self.shards], epoch, self.seed, len(self.sizes))
         state = {"warnings": 0}
-        return wds.DataPipeline(
-            partial(slot_shards, self.shards, order, start),
-            partial(read_shards, seed=self.seed, epoch=epoch, rank=self.rank, worker=worker,
-                    bufsize=self.bufsize, augments=self.spec.augments, state=state),
-            partial(make_batches, spec=self.spec, batch=self.batch, worker=worker, produced=start[3],
-                    need=self.per_worker, slot_total=sum(counts[s] + 1 for s in order), state=state),
-        )
+        parts = self.groups[worker]
+        readers = [StreamReader(self.shards, plan[s], resume["positions"][s] if resume else [0, 0, 0],
+                                spec=self.spec, seed=self.seed, epoch=epoch, stream=s, bufsize=self.bufsize,
+                                state=state) for s, _, _ in parts]
+        return make_batches(readers, parts, self.sizes, spec=self.spec, worker=worker,
+                            first=resume["batch"] if resume else 0, need=self.per_epoch)
 
     def __iter__(self):
         info = get_worker_info()
-        epoch = int(self.epoch_box[0])
-        resume = self.resume if self.resume is not None and self.resume["epoch"] == epoch else None
-        rotate = resume["rotate"] if resume else 0
-        worker = ((info.id if info else 0) + rotate) % self.workers
-        start = list(resume["positions"][worker]) if resume else [0, 0, 0, 0]
-        batches = iter(self.pipeline(epoch, worker, start))
+        batches = self.pipeline(int(self.epoch_box[0]), info.id if info else 0)
         return map(_as_tensors, batches) if self.as_tensors else batches
 
 

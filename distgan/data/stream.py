@@ -1,20 +1,23 @@
-"""Streaming WebDataset shards to many ranks and workers: never hang, never duplicate, resume in place.
+"""Streaming WebDataset shards to many ranks and workers: never hang, never duplicate, resume in
+place on any number of processes.
 
 `ShardSource` is the data source of `data.name=shards`. Its parts, each in the
 module named for it:
 
-- `distgan.data.split`: which shards each (rank, worker) slot reads per epoch
-  (even split, remainder dropped: every rank yields the same number of batches);
-- `distgan.data.pipeline`: what each loader worker runs (in-shard shuffle,
-  decoding into uint8 batches, bad samples skipped and named, its position);
+- `distgan.data.split`: which shards each canonical stream reads per epoch, and which part of
+  every global batch each rank and worker makes (even split, remainder dropped: every rank
+  yields the same number of batches);
+- `distgan.data.pipeline`: what each loader worker runs (in-shard shuffle, decoding into uint8
+  batches, bad samples skipped and named, the streams' positions);
 - `distgan.data.decode`: one image field's bytes -> uint8 pixels;
 - `distgan.data.reference`: in-order reads (metrics' real side, sample grids).
 
-Resume: the rank's state is (epoch, batches consumed, the position of every
-worker). A resumed stream recreates the same epoch plan, each worker starts from
-its position, and the DataLoader's worker order is rotated so the next batch
-comes from the worker that was next. N steps + resume + N steps == 2N steps
-bitwise.
+The global batches are a function of (shards, seed, data.streams, global batch) alone, so the
+data position is too: (epoch, global batches consumed in it, the position of every canonical
+stream). Each rank knows the positions of the streams it reads; a checkpoint gathers them
+(`state_dict(gather)`), so every rank file holds the whole position and a run resumed on any
+number of processes continues with the same global batches. N steps + resume + N steps == 2N
+steps bitwise, on the same or another number of processes and workers.
 
 Skipped samples are counted as `data/skipped`. Above `data.max_skipped_fraction`
 of skipped samples (measured once a rank has seen 256) the run stops with a
@@ -24,7 +27,7 @@ DataError.
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,7 +37,7 @@ from distgan.data.decode import Decode
 from distgan.data.manifest import DataError, Manifest, resolve_shards
 from distgan.data.pipeline import ShardStream, keep_whole
 from distgan.data.reference import read_in_order
-from distgan.data.split import slot_capacity
+from distgan.data.split import batches_per_epoch, chunk_sizes, rank_parts, slot_capacity, worker_groups
 
 MIN_SEEN_FOR_FRACTION = 256
 
@@ -60,34 +63,33 @@ class ShardSource:
         self.info = shards_info(man, data_cfg)
         self.kind = man.kind
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.local_batch = global_batch // world_size
+        self.global_batch, self.local_batch = global_batch, global_batch // world_size
         self.rank, self.world = rank, world_size
         self.num_workers = data_cfg.num_workers
         self.workers = max(1, data_cfg.num_workers)
         self.max_skipped_fraction = data_cfg.max_skipped_fraction
-        slots = world_size * self.workers
-        shards = shardset.shards
-        if len(shards) < slots:
+        self.shards, self.seed, self.bufsize = shardset.shards, seed, data_cfg.shuffle_buffer
+        self.shards_key = [len(self.shards), shardset.total]
+        self.explicit_streams = data_cfg.streams  # 0: processes x workers, or the checkpoint's
+        streams = data_cfg.streams or world_size * self.workers
+        what = (f"data.streams={streams}" if data_cfg.streams else
+                f"{world_size} processes x {self.workers} workers = {streams}")
+        lower = "data.streams" if data_cfg.streams else "data.num_workers, or set data.streams"
+        if len(self.shards) < streams:
             raise DataError(
-                f"data.shards={data_cfg.shards!r} has {len(shards)} shards, fewer than {world_size} processes x "
-                f"{self.workers} workers = {slots}: every worker needs a shard of its own (repack with a smaller "
-                f"--shard-size, or lower data.num_workers)")
-        capacity = slot_capacity([s.count for s in shards], slots)
-        self.per_worker = capacity // self.local_batch
-        if self.per_worker == 0:
-            raise DataError(
-                f"data.shards: {shardset.total} samples in {len(shards)} shards give each of the {slots} "
-                f"(process, worker) slots only {capacity} samples per epoch, less than one batch of "
-                f"{self.local_batch}; lower train.batch_size or data.num_workers, or repack with more, "
-                f"evener shards")
-        self.per_epoch = self.per_worker * self.workers  # batches per rank per epoch
+                f"data.shards={data_cfg.shards!r} has {len(self.shards)} shards, fewer than {what}: every stream "
+                f"needs a shard of its own (repack with a smaller --shard-size, or lower {lower})")
+        if streams > global_batch:
+            raise DataError(f"{what}: more streams than the global batch of {global_batch} samples; every stream "
+                            f"gives at least one sample to each batch (lower {lower})")
+        self._configure(streams)
         image_fields = tuple(man.image_fields)
         self.spec = Decode(image_fields, bool(man.classes), man.channels, data_cfg.resolution,
                            data_cfg.hflip, data_cfg.crop, data_cfg.crop_scale)
-        self.shards, self.seed, self.bufsize = shards, seed, data_cfg.shuffle_buffer
-        self.signature = [world_size, self.workers, self.local_batch, len(shards), shardset.total]
         self.epoch, self.batch = 0, 0
-        self.positions = [[0, 0, 0, 0] for _ in range(self.workers)]
+        self.positions: list[Optional[list[int]]] = [[0, 0, 0] for _ in range(self.streams)]
+        self.resume_note = ""  # what a resume could not carry over (empty: exact)
+        self.resume_info = ""  # what else a resume should say (loader workers left idle)
         # The CUDA loader (default on CUDA; `cuda_loader=True` runs it on CPU for the
         # tests): persistent workers, which keep their dataset copy across epochs and
         # read the epoch from this shared counter, and batches as tensors (pinned
@@ -98,6 +100,20 @@ class ShardSource:
         self._it = None
         self._skipped = 0  # since the last metrics() call
         self._seen_total = self._skipped_total = 0
+
+    def _configure(self, streams: int) -> None:
+        """The plan for `streams` canonical streams: chunk sizes, this rank's parts, its workers' groups."""
+        self.streams = streams
+        self.sizes = chunk_sizes(self.global_batch, streams)
+        self.per_epoch = batches_per_epoch([s.count for s in self.shards], self.global_batch, streams)
+        if self.per_epoch == 0:
+            raise DataError(
+                f"data.shards: {self.shards_key[1]} samples in {len(self.shards)} shards give some of the {streams} "
+                f"streams {slot_capacity([s.count for s in self.shards], streams)} samples per epoch, less than one "
+                f"batch's share of {max(self.sizes)} (a global batch of {self.global_batch} over {streams} streams); "
+                f"lower train.batch_size, data.streams or data.num_workers, or repack with more, evener shards")
+        self.parts = rank_parts(self.sizes, self.rank, self.local_batch)
+        self.groups = worker_groups(self.parts, self.workers)
 
     def preview(self, count: int) -> Batch:
         """The first `count` samples of the shards (in shard and file order, centre crop, no
@@ -112,20 +128,20 @@ class ShardSource:
     def _open(self) -> None:
         self._epoch_box[0] = self.epoch
         if self._loader is None:
-            resume = ({"epoch": self.epoch, "rotate": self.batch % self.workers,
-                       "positions": [list(p) for p in self.positions]} if self.batch else None)
-            dataset = ShardStream(self.shards, self.spec, batch=self.local_batch, rank=self.rank,
-                                  world=self.world, workers=self.workers, seed=self.seed, bufsize=self.bufsize,
-                                  per_worker=self.per_worker, epoch_box=self._epoch_box, resume=resume,
-                                  as_tensors=self.persistent)
+            resume = ({"epoch": self.epoch, "batch": self.batch,
+                       "positions": [list(p) if p is not None else None for p in self.positions]}
+                      if self.batch else None)
+            dataset = ShardStream(self.shards, self.spec, seed=self.seed, bufsize=self.bufsize, sizes=self.sizes,
+                                  groups=self.groups, per_epoch=self.per_epoch, epoch_box=self._epoch_box,
+                                  resume=resume, as_tensors=self.persistent)
             if self.num_workers == 0:
                 self._loader = dataset  # iterated in this process
             else:
                 # Never handed to accelerator.prepare: the split by rank and worker is ours.
                 # The generator keeps DataLoader from drawing its base seed from the
                 # global torch RNG (part of the trainer's checkpointed state).
-                self._loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_whole,
-                                          pin_memory=self.device.type == "cuda",
+                self._loader = DataLoader(dataset, batch_size=None, num_workers=len(self.groups),
+                                          collate_fn=keep_whole, pin_memory=self.device.type == "cuda",
                                           persistent_workers=self.persistent, prefetch_factor=4,
                                           generator=torch.Generator().manual_seed(self.seed))
         self._it = iter(self._loader)
@@ -135,20 +151,30 @@ class ShardSource:
         if not isinstance(self._loader, DataLoader) or not self.persistent:
             self._loader = None
 
-    def next_batch(self) -> Batch:
-        if self._it is None:
-            self._open()
+    def _next_item(self) -> dict:
         item = next(self._it, None)
         if item is None:
             raise DataError(f"rank {self.rank}: the stream ended after {self.batch} of {self.per_epoch} "
                             f"batches of epoch {self.epoch}")
         if "error" in item:
             raise DataError(item["error"])
-        self.positions[item["worker"]] = item["pos"]
+        return item
+
+    def next_batch(self) -> Batch:
+        if self._it is None:
+            self._open()
+        # One item per worker, in worker order (the DataLoader takes them round-robin): the
+        # parts of this rank's slice of global batch `self.batch`, in stream order.
+        items = [self._next_item() for _ in self.groups]
+        for item in items:
+            if item["batch"] != self.batch:  # the workers' parts must come in step
+                raise DataError(f"rank {self.rank}: a loader worker sent batch {item['batch']}, expected {self.batch}")
+            for s, pos in item["pos"].items():
+                self.positions[s] = [int(v) for v in pos]
+            self._skipped += item["skipped"]
+            self._skipped_total += item["skipped"]
+            self._seen_total += item["seen"]
         self.batch += 1
-        self._skipped += item["skipped"]
-        self._skipped_total += item["skipped"]
-        self._seen_total += item["seen"]
         if (self._seen_total >= MIN_SEEN_FOR_FRACTION
                 and self._skipped_total > self.max_skipped_fraction * self._seen_total):
             raise DataError(
@@ -159,38 +185,80 @@ class ShardSource:
             if next(self._it, None) is not None:  # lets the workers finish; nothing is left
                 raise DataError("the stream yielded more batches than its epoch plan")
             self._close()
-            self.epoch, self.batch = self.epoch + 1, 0
-            self.positions = [[0, 0, 0, 0] for _ in range(self.workers)]
-        non_blocking = self.device.type == "cuda"
-        x, *rest = (torch.as_tensor(t).to(self.device, non_blocking=non_blocking).float().div_(127.5).sub_(1.0)
-                    for t in item["images"])  # (B, C, H, W) in [-1, 1]
-        y = (torch.as_tensor(item["y"]).to(self.device, non_blocking=non_blocking)
-             if item["y"] is not None else None)
+            self._start_epoch(self.epoch + 1)
+        # Each part to the device as it came (pinned on CUDA), then one concatenation there.
+        x, *rest = (self._to_device([item["images"][k] for item in items]).float().div_(127.5).sub_(1.0)
+                    for k in range(len(self.spec.image_fields)))  # (B, C, H, W) in [-1, 1]
+        y = self._to_device([item["y"] for item in items]) if self.spec.labelled else None
         return Batch(x=x, y=y, x_b=rest[0] if rest else None)
+
+    def _to_device(self, parts: list) -> torch.Tensor:
+        on_device = [torch.as_tensor(p).to(self.device, non_blocking=self.device.type == "cuda") for p in parts]
+        return on_device[0] if len(on_device) == 1 else torch.cat(on_device)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch, self.batch = epoch, 0
+        self.positions = [[0, 0, 0] for _ in range(self.streams)]
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "positions": [list(p) for p in self.positions],
-                "signature": list(self.signature)}
+    def state_dict(self, gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, Any]:
+        """The position, the same on every rank: (epoch, global batches consumed, every stream's
+        position). A rank knows the positions of the streams it reads; `gather` (an all-gather over
+        the ranks, every rank calls it) fills in the others."""
+        mine = {s for s, _, _ in self.parts}
+        # Mid-epoch, the streams this rank does not read are somewhere it does not know.
+        positions = [p if self.batch == 0 or s in mine else None for s, p in enumerate(self.positions)]
+        if gather is not None:
+            known = torch.tensor([[1, *p] if p is not None else [0, 0, 0, 0] for p in positions], dtype=torch.int64,
+                                 device=self.device)  # (streams, 4): known, shard index, raw consumed, wraps
+            everyone = gather(known).view(-1, self.streams, 4).cpu().tolist()  # (ranks, streams, 4)
+            positions = merge_positions([[row[1:] if row[0] else None for row in rank] for rank in everyone])
+        return {"epoch": self.epoch, "batch": self.batch, "streams": self.streams,
+                "global_batch": self.global_batch, "shards": list(self.shards_key),
+                "positions": [list(p) if p is not None else None for p in positions]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._close()
         self._loader = None
         if "positions" not in state:
             raise DataError("the checkpoint's data position is not from a shard stream (data.name changed?)")
-        if list(state["signature"]) != self.signature:
-            # Another split (processes, workers, batch or shards): positions do not
-            # carry over. Start the next epoch rather than repeat this one.
-            print(f"distgan data: warning: rank {self.rank}: the checkpoint's stream had (processes, workers, "
-                  f"batch, shards, samples) = {list(state['signature'])}, now {self.signature}; "
-                  f"continuing at the start of epoch {int(state['epoch']) + 1}", file=sys.stderr, flush=True)
-            self.epoch, self.batch = int(state["epoch"]) + 1, 0
-            self.positions = [[0, 0, 0, 0] for _ in range(self.workers)]
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        why = None
+        if "streams" not in state:
+            why = "an earlier distgan wrote it, with positions per process and worker"
+        elif list(state["shards"]) != self.shards_key:
+            why = (f"its shards were (files, samples) = {list(state['shards'])}, now {self.shards_key}")
+        elif int(state["global_batch"]) != self.global_batch:
+            why = f"its global batch was {int(state['global_batch'])}, now {self.global_batch}"
+        elif self.explicit_streams and int(state["streams"]) != self.explicit_streams:
+            why = f"it was read by data.streams={int(state['streams'])}, now {self.explicit_streams}"
+        elif batch and any(p is None for p in state["positions"]):
+            why = "it lacks the position of some streams"
+        if why is not None:
+            # The positions do not carry over. Start the next epoch rather than repeat this one.
+            self.resume_note = (f"shards: the data position does not carry over ({why}); continuing at the "
+                                f"start of epoch {epoch + 1}")
+            print(f"distgan data: warning: rank {self.rank}: {self.resume_note}", file=sys.stderr, flush=True)
+            self._start_epoch(epoch + 1)
             return
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-        self.positions = [[int(v) for v in p] for p in state["positions"]]
+        if int(state["streams"]) != self.streams:  # the run's streams, kept from its first start
+            self._configure(int(state["streams"]))
+        self._start_epoch(epoch)
+        self.batch = batch
+        if batch:
+            self.positions = [[int(v) for v in p] for p in state["positions"]]
+        if len(self.groups) < self.workers and self.num_workers:
+            self.resume_info = (f"shards: this process reads {len(self.parts)} of the run's {self.streams} streams "
+                                f"(data.streams, fixed at its first start), so {len(self.groups)} of its "
+                                f"{self.workers} loader workers are used")
 
     def metrics(self) -> dict[str, float]:
         skipped, self._skipped = self._skipped, 0
         return {"data/skipped": float(skipped)}
+
+
+def merge_positions(per_rank: list[list[Optional[list[int]]]]) -> list[Optional[list[int]]]:
+    """Every stream's position from the ranks' partial views (None: not known to that rank). Ranks
+    that read the same stream know the same position."""
+    return [next((p[s] for p in per_rank if p[s] is not None), None) for s in range(len(per_rank[0]))]

@@ -33,8 +33,12 @@ class DataConfig:
     # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
     shards: str = ""
     num_workers: int = 0  # loader worker processes per rank (streamed data; 0 = in the main process)
+    # Canonical streams that read the shards (data.name=shards): the global batches depend on them,
+    # never on the number of processes or workers. 0 = processes x workers of the run's first start,
+    # kept by its checkpoints; set it (e.g. 8) for the same order on any number of processes.
+    streams: int = 0
     # The options below apply to data.name=shards (see docs/data.md).
-    shuffle_buffer: int = 1000  # raw samples per worker shuffled within each shard (0 = shard order)
+    shuffle_buffer: int = 1000  # raw samples per stream shuffled within each shard (0 = shard order)
     hflip: bool = False  # random horizontal flip (both images of a pair together)
     # Images whose size differs from data.resolution, or crop_scale > 1: shorter side
     # to resolution * crop_scale, then a center or random crop of resolution.
@@ -51,6 +55,8 @@ def check(data: DataConfig) -> None:
         raise ConfigError(f"data.num_workers must be >= 0, got {data.num_workers}")
     if data.name == "shards" and not data.shards:
         raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
+    if data.streams < 0:
+        raise ConfigError(f"data.streams must be >= 0 (0: processes x workers), got {data.streams}")
     if data.shuffle_buffer < 0:
         raise ConfigError(f"data.shuffle_buffer must be >= 0, got {data.shuffle_buffer}")
     if data.crop_scale < 1.0:
@@ -59,7 +65,8 @@ def check(data: DataConfig) -> None:
         raise ConfigError(f"data.max_skipped_fraction must be in [0, 1], got {data.max_skipped_fraction}")
     if data.name != "shards":
         streamed_only = {"data.hflip": data.hflip, "data.crop": data.crop != "center",
-                         "data.crop_scale": data.crop_scale != 1.0, "data.shards": bool(data.shards)}
+                         "data.crop_scale": data.crop_scale != 1.0, "data.shards": bool(data.shards),
+                         "data.streams": bool(data.streams)}
         for key, is_set in streamed_only.items():
             if is_set:
                 raise ConfigError(f"{key} applies to data.name=shards only (data.name={data.name})")

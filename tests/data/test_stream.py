@@ -38,7 +38,7 @@ def test_uneven_shards_and_more_ranks_than_some_shard_sets(tmp_path):
     spec = "::".join(str(pack_ids(tmp_path, name, n, size, start)) + f"/{name}-" + "{000000..%06d}.tar" % last
                      for name, n, size, start, last in [("a", 37, 10, 0, 3), ("b", 23, 23, 100, 0),
                                                          ("c", 5, 5, 200, 0)])
-    for world, workers, batch, per_epoch in [(3, 1, 4, 5), (2, 2, 4, 4), (2, 1, 7, 4)]:
+    for world, workers, batch, per_epoch in [(3, 1, 4, 5), (2, 2, 4, 5), (2, 1, 7, 4)]:
         ranks = [source(spec, batch=batch, rank=r, world=world, workers=workers) for r in range(world)]
         assert [r.per_epoch for r in ranks] == [per_epoch] * world
         for _ in range(2):
@@ -46,6 +46,10 @@ def test_uneven_shards_and_more_ranks_than_some_shard_sets(tmp_path):
             assert len(seen) == len(set(seen)) == world * per_epoch * batch
     with pytest.raises(DataError, match=r"6 shards, fewer than 4 processes x 2 workers = 8"):
         source(spec, batch=2, world=4, workers=2)
+    with pytest.raises(DataError, match=r"6 shards, fewer than data.streams=7: .* or lower data.streams\)"):
+        source(spec, batch=8, streams=7)
+    with pytest.raises(DataError, match=r"2 processes x 3 workers = 6: more streams than the global batch of 4"):
+        source(spec, batch=2, world=2, workers=3)
     with pytest.raises(DataError, match="less than one batch"):
         source(spec, batch=31, world=2)
 
@@ -123,3 +127,79 @@ def test_config_checks_of_the_stream_options():
         load_config(None, ["data.name=shards", "data.shards=x", "data.max_skipped_fraction=2"])
     with pytest.raises(ConfigError, match="data.name=shards needs data.shards"):
         load_config(None, ["data.name=shards"])
+    with pytest.raises(ConfigError, match="data.streams must be >= 0"):
+        load_config(None, ["data.name=shards", "data.shards=x", "data.streams=-1"])
+    with pytest.raises(ConfigError, match="data.streams applies to data.name=shards only"):
+        load_config(None, ["data.streams=4"])
+
+
+def _global_batches(ranks, count):
+    """`count` global batches of the ranks of one world, as ids: rank 0's part, rank 1's, ..."""
+    return [[i for r in ranks for i in ids_of(r.next_batch().x)] for _ in range(count)]
+
+
+def _checkpoint(ranks):
+    """What every rank of `ranks` writes as its data position: its own view of the streams, completed
+    by the others' (what the gather of a real run does), as plain data."""
+    from distgan.data.stream import merge_positions
+
+    states = [r.state_dict() for r in ranks]
+    merged = dict(states[0], positions=merge_positions([s["positions"] for s in states]))
+    return json.loads(json.dumps(merged))
+
+
+@pytest.mark.parametrize("before,after,stop,note", [
+    ((2, 1, 0), (3, 1), 3, ""),  # 2 streams (2 processes' slots) read by 3 processes: two ranks share a stream
+    ((1, 2, 0), (2, 2), 7, "so 1 of its 2 loader workers"),  # 2 streams (1 x 2 workers) on 2 x 2: one each
+    ((2, 2, 0), (1, 0), 5, ""),  # 4 streams (2 x 2) read by 1 process in the main process
+    ((4, 0, 6), (2, 2), 2, ""),  # data.streams=6 on 4 processes, then 2 x 2 workers (3 streams per process)
+], ids=["2to3", "1to2", "2to1", "4to2_streams6"])
+def test_resume_on_another_number_of_processes_continues_the_global_order(tmp_path, before, after, stop, note):
+    """Shards read by W ranks, stopped mid-epoch or past an epoch's end, resumed by W' ranks with other
+    workers: the global batches that follow are the uninterrupted run's, every sample of the epoch seen
+    exactly once. The uninterrupted run is one process reading the same streams."""
+    shards = str(pack_ids(tmp_path, "ids", 240, shard_size=20))
+    world, workers, streams = before
+    kw = dict(batch=12 // world, workers=workers, shuffle_buffer=8)
+    ranks = [source(shards, rank=r, world=world, streams=streams, **kw) for r in range(world)]
+    streams = streams or world * max(1, workers)
+    ref = source(shards, batch=12, streams=streams, shuffle_buffer=8)
+    per_epoch = ref.per_epoch
+    assert per_epoch == 240 // streams // (12 // streams)  # 20-sample shards dealt evenly
+    whole = _global_batches([ref], 2 * per_epoch)
+    got = _global_batches(ranks, stop)
+    state = _checkpoint(ranks)
+    assert state["streams"] == streams and all(p is not None for p in state["positions"])
+    world2, workers2 = after
+    resumed = [source(shards, batch=12 // world2, rank=r, world=world2, workers=workers2, shuffle_buffer=8)
+               for r in range(world2)]
+    for r in resumed:
+        r.load_state_dict(state)
+        assert r.streams == streams and r.per_epoch == per_epoch
+        assert r.resume_note == "" and ((note in r.resume_info) if note else r.resume_info == "")
+    got += _global_batches(resumed, 2 * per_epoch - stop)
+    assert got == whole
+    for epoch in (whole[:per_epoch], whole[per_epoch:]):
+        ids = [i for b in epoch for i in b]
+        assert len(ids) == len(set(ids)) == per_epoch * 12
+    assert whole[0] != whole[per_epoch]
+
+
+def test_a_position_that_does_not_carry_over_starts_the_next_epoch_and_says_why(tmp_path, capsys):
+    shards = str(pack_ids(tmp_path, "ids", 80, shard_size=10))
+    first = source(shards, batch=8, streams=2)
+    for _ in range(3):
+        first.next_batch()
+    state = first.state_dict()
+    old_format = {"epoch": 0, "batch": 3, "positions": [[0, 3, 0, 3]], "signature": [1, 1, 8, 8, 80]}
+    for saved, kw, why in [(state, dict(batch=4), "its global batch was 8, now 4"),
+                           (state, dict(batch=8, streams=4), "it was read by data.streams=2, now 4"),
+                           (old_format, dict(batch=8), "an earlier distgan wrote it")]:
+        resumed = source(shards, **kw)
+        resumed.load_state_dict(saved)
+        assert why in resumed.resume_note and "continuing at the start of epoch 1" in resumed.resume_note
+        assert resumed.state_dict()["epoch"] == 1 and resumed.state_dict()["batch"] == 0
+        assert why in capsys.readouterr().err
+    exact = source(shards, batch=8, streams=2)
+    exact.load_state_dict(state)
+    assert exact.resume_note == "" and exact.state_dict() == state
