@@ -38,10 +38,6 @@ _ENTRY = re.compile(r"^(\d{4,})_step_(\d{7,})\.yaml$")
 _ABSENT = object()  # a key one of the two configs does not have
 
 
-def _shards_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return "shards" in (old.get("data.name"), new.get("data.name"))
-
-
 @dataclass(frozen=True)
 class Rule:
     pattern: str  # a dotted key; `*` matches any part (fnmatch)
@@ -76,9 +72,10 @@ RULES: tuple[Rule, ...] = (
     Rule("train.compile", False, "the same arithmetic, other kernels"),
     Rule("train.channels_last", False, "the same arithmetic, another memory layout"),
     Rule("optim.*.fused", False, "the same update, other kernels"),
-    # Streamed shards are read in an order that depends on the loader workers (docs/data.md); the
-    # built-in data sets are drawn in the main process whatever the count.
-    Rule("data.num_workers", _shards_only, "loader workers"),
+    # Loader workers: the built-in data sets are drawn in the main process whatever the count, and
+    # streamed shards are read through the canonical streams a run keeps from its first start
+    # (data.streams, docs/data.md), whichever processes and workers read them.
+    Rule("data.num_workers", False, "loader workers"),
     # The precision of the arithmetic: bf16/fp16 autocast (and fp16's loss scalers), TF32 matmuls
     # (turned off by deterministic mode too): a different recipe, not rounding noise.
     Rule("train.precision", True, "arithmetic precision"),
@@ -215,7 +212,7 @@ def _schedule_changes(a: dict, b: dict, step: int) -> list[Change]:
     if same_schedule_until(step, old, new):
         what = f"the learning rate of the {step} steps taken is unchanged"
         return [Change(k, a[k], b[k], False, what) for k in changed]
-    what = f"the learning rate of the steps taken changes (it decays from train.lr_decay_start x train.steps)"
+    what = "the learning rate of the steps taken changes (it decays from train.lr_decay_start x train.steps)"
     return [Change(k, a[k], b[k], True, what) for k in changed]
 
 
