@@ -366,7 +366,7 @@ class EncoderGame(Game):
 CAPABLE_GAMES: dict[str, tuple[str, ...]] = {
     "labels": ("cgan", "acgan", "biggan"),
     "codes": ("infogan",),
-    "inputs": ("pix2pix", "cyclegan", "context_encoder"),
+    "inputs": ("pix2pix", "cyclegan", "context_encoder", "pix2pixhd"),
     "encoder": ("bigan", "vaegan"),
     "directions": ("cyclegan",),
     "truncation": ("biggan",),

@@ -12,7 +12,7 @@ from torch import nn
 
 from distgan.data.base import DataInfo
 from distgan.errors import ConfigError
-from distgan.models import acgan_keras, dcgan, encoder, mlp, patchgan, resnet, resnet_translator, unet
+from distgan.models import acgan_keras, dcgan, encoder, mlp, patchgan, pix2pixhd, resnet, resnet_translator, unet
 from distgan.models.blocks import apply_spectral_norm, init_weights
 
 # (arch, role) -> builder(net_cfg, model_cfg, info)
@@ -33,6 +33,8 @@ _BUILDERS: dict[tuple[str, str], Callable[..., nn.Module]] = {
     ("encoder_decoder", "generator"): unet.build_encoder_decoder,
     ("cyclegan_resnet", "generator"): resnet_translator.build_generator,
     ("patchgan", "discriminator"): patchgan.build_discriminator,
+    # Pix2PixHD's coarse-to-fine generator (the pix2pixhd game passes its downsamplings and local blocks).
+    ("pix2pixhd", "generator"): pix2pixhd.build_generator,
 }
 
 

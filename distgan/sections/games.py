@@ -244,6 +244,43 @@ class CycleConfig(GameConfig):
 
 
 @dataclass
+class Pix2PixHDConfig(GameConfig):
+    """`game:` keys of `name: pix2pixhd` (its nets: model.g.arch pix2pixhd, model.d.arch patchgan)."""
+
+    name: str = "pix2pixhd"
+    implementation: ClassVar[str] = "distgan.games.pix2pixhd:Pix2PixHDGame"
+    loss: Literal["least_squares", "nonsaturating"] = "least_squares"  # the adversarial term (the paper: LSGAN)
+    direction: Literal["AB", "BA"] = "AB"  # AB: batch.x -> batch.x_b; BA: batch.x_b -> batch.x
+    scales: int = 2  # image scales of the multi-scale D, each a PatchGAN of model.d (the paper: 3, its code: 2)
+    fm_weight: float = 10.0  # lambda of D's feature-matching loss
+    # The generator step at which the local enhancer joins: the steps before it train the global generator
+    # alone, at half the resolution, the later ones both at the full resolution (0: jointly from the start).
+    # A step, not a fraction of train.steps, so a run resumed with more train.steps keeps its stages.
+    local_start: int = 0
+    global_downsamplings: int = 3  # stride-2 convolutions of the global generator (the paper: 4 at 1024 px)
+    local_blocks: int = 3  # residual blocks of the local enhancer
+    vgg_weight: float = 0.0  # lambda of the perceptual loss (the paper: 10); 0 = off
+    vgg_file: str = ""  # its VGG-style weights, a local .safetensors file (distgan.sections.vgg_file)
+
+    def validate(self, cfg) -> None:
+        self.require_positive("scales")
+        self.require_non_negative("fm_weight", "vgg_weight", "local_start", "global_downsamplings", "local_blocks")
+        for key, arch in (("g", "pix2pixhd"), ("d", "patchgan")):
+            if getattr(cfg.model, key).arch != arch:
+                raise ConfigError(f"game.name=pix2pixhd: model.{key}.arch must be {arch}, "
+                                  f"not {getattr(cfg.model, key).arch}")
+        if bool(self.vgg_weight) != bool(self.vgg_file):
+            raise ConfigError("game.vgg_weight and game.vgg_file go together: the perceptual loss needs its weights "
+                              "file, and a file without a weight would be unused")
+
+    def check_files(self, cfg) -> None:
+        if self.vgg_weight:
+            from distgan.sections.vgg_file import vgg_layout
+
+            vgg_layout(self.vgg_file)
+
+
+@dataclass
 class CoGANConfig(GameConfig):
     """`game:` keys of `name: cogan`."""
 
@@ -358,6 +395,7 @@ GAMES: dict[str, type[GameConfig]] = {
     "infogan": InfoGANConfig,
     "biggan": BigGANConfig,
     "pix2pix": Pix2PixConfig,
+    "pix2pixhd": Pix2PixHDConfig,
     "cyclegan": CycleConfig,
     "cogan": CoGANConfig,
     "context_encoder": ContextEncoderConfig,

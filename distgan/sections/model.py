@@ -8,7 +8,7 @@ from typing import Literal
 from distgan.errors import ConfigError
 
 MINIBATCH_STD_GROUP = 4  # inputs of D per minibatch-std group (Karras et al. 2018)
-TRANSLATION_ARCHS = ("unet", "encoder_decoder", "cyclegan_resnet", "patchgan")  # take model.*.norm=instance
+TRANSLATION_ARCHS = ("unet", "encoder_decoder", "cyclegan_resnet", "pix2pixhd", "patchgan")  # norm=instance
 ATTENTION_ARCHS = ("dcgan", "sngan")  # have SAGAN self-attention (model.*.attention_at)
 PACKING_ARCHS = ("mlp", "dcgan")  # D packs inputs (PacGAN) or adds minibatch statistics
 

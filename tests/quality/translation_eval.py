@@ -1,9 +1,10 @@
 """The behaviour checks of the translation games on held-out digits (data.split=test), judged by the
 digit classifier that tests/quality/digit_judge.py fits on the *training* split of the real digits:
 
-- pix2pix: L1 of G(input) to the true target against the best constant image (the per-pixel median
-  of the targets, the L1-optimal constant, chosen with the answers known), and the share of outputs
-  the judge reads as the source digit;
+- pix2pix (and pix2pixhd): L1 of G(input) to the true target against the best constant image (the
+  per-pixel median of the targets, the L1-optimal constant, chosen with the answers known), and the
+  share of outputs the judge reads as the source digit (`accuracy`; `accuracy_shipped`: the share that
+  distgan's shipped digits classifier reads so);
 - cycle family (A = digits -> B = negatives): the held-out digits written as PNG files, translated by
   `distgan translate`, read back; the share the judge reads as the source digit once negated back,
   the share in the target domain (mean intensity above the middle), and the cycle reconstruction L1
@@ -49,7 +50,18 @@ def pix2pix_scores(run: Path) -> dict[str, float]:
               "samples": len(out)}
     if game.direction == "BA":  # outputs are digits: the judge reads them as they are
         scores["accuracy"] = float((classify(out.numpy(), split="train") == labels.numpy()).mean())
+        scores["accuracy_shipped"] = shipped_accuracy(out, labels)
     return scores
+
+
+def shipped_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of (N, 1, R, R) digits that distgan's shipped digits classifier (distgan.metrics.classifier,
+    which resizes to 32 px) reads as `labels`."""
+    from distgan.metrics.classifier import load_classifier
+
+    with torch.no_grad():
+        _, logits = load_classifier()(images)
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _write_pngs(images: torch.Tensor, folder: Path) -> None:

@@ -70,7 +70,7 @@ def test_build_game_records_the_variant_as_the_config_names_it():
      "infogan game"),
     (lambda g: g.check_inputs(True, "--inputs"),
      "--inputs: this run is a gan (game.name): it generates from noise, not from images; --inputs applies to "
-     "runs of the pix2pix, cyclegan and context_encoder games"),
+     "runs of the pix2pix, cyclegan, context_encoder and pix2pixhd games"),
     (lambda g: g.check_encoder("--encode"),
      "--encode: this run is a gan (game.name): it has no encoder; --encode applies to runs of the bigan and "
      "vaegan games"),
