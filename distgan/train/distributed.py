@@ -38,7 +38,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # that exits at once, without a checkpoint of the step in progress.
 INTERRUPT_WINDOW_S = 5.0
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
-_PEER_LOST = ("gloo/transport", "NCCL", "Connection reset by peer", "Connection closed by peer", "Timed out waiting")
+# What a collective's error says when another rank died or hung (gloo's "Application timeout caused
+# pair closure" is a collective called from Python that timed out).
+_PEER_LOST = ("gloo/transport", "Application timeout caused pair closure", "NCCL", "Connection reset by peer",
+              "Connection closed by peer", "Timed out waiting")
 
 
 def make_accelerator(cfg) -> Accelerator:
