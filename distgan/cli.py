@@ -19,8 +19,31 @@ import numpy as np
 # Every worker returns it; `accelerate launch` then returns 1 or, when it got the SIGTERM
 # itself, 143 or 1 by timing: torch's codes, which no caller should read (docs/operations.md).
 EXIT_STOPPED = 75
+# `distgan train` stopped by Ctrl-C (SIGINT) after writing a checkpoint, or interrupted outside the
+# training loop: 128 + SIGINT, as a shell reports a command ended by Ctrl-C. Every worker returns it
+# (distgan.train.distributed.EXIT_INTERRUPTED, the same); `accelerate launch` returns torch's code.
+EXIT_INTERRUPTED = 130
 
 
+def _interruptible(command):
+    """A KeyboardInterrupt outside the training loop (imports, start-up, resume), where Ctrl-C has
+    nothing of the run's to save, as one line and EXIT_INTERRUPTED instead of a traceback; the other
+    SIGINTs of the same Ctrl-C (the launcher forwards its own) end the process silently."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except KeyboardInterrupt:
+            import signal
+
+            signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+            if os.environ.get("RANK", "0") == "0":
+                print(f"distgan {args.command}: interrupted (Ctrl-C) outside the training loop: no checkpoint "
+                      f"written; run the same command again to start or resume", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+    return run
+
+
+@_interruptible
 def _cmd_train(args: argparse.Namespace) -> int:
     from distgan.config import check_files, dump_yaml, load_config, unreachable_files
 
@@ -38,18 +61,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     fresh = not cfg.run_dir.exists()
     try:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, allow_config_change=args.allow_config_change)
     except DistganError:
         if fresh:  # refused before it wrote anything: leave no empty run dir behind either
             _remove_if_empty(cfg.run_dir)
         raise
     step = trainer.fit()
     stopped = step < cfg.train.steps
-    if trainer.is_main:
-        print(f"{'stopped' if stopped else 'done'}: step {step}/{cfg.train.steps}, run dir {cfg.run_dir}",
-              flush=True)
-    trainer.acc.end_training()
-    return EXIT_STOPPED if stopped else 0
+    with trainer.comm.catching_stop_signals(trainer.ckpt_root):  # one Ctrl-C's later SIGINTs count once here too
+        if trainer.interrupted:
+            if trainer.is_main:
+                from distgan.train.checkpoint import find_latest
+                from distgan.train.distributed import launch_command
+
+                print(f"interrupted (Ctrl-C) at step {step}/{cfg.train.steps}: checkpoint "
+                      f"{find_latest(trainer.ckpt_root)} written; resume with: {launch_command(sys.argv[1:])}",
+                      flush=True)
+        elif trainer.is_main:
+            print(f"{'stopped' if stopped else 'done'}: step {step}/{cfg.train.steps}, run dir {cfg.run_dir}",
+                  flush=True)
+        trainer.acc.end_training()
+    return EXIT_INTERRUPTED if trainer.interrupted else EXIT_STOPPED if stopped else 0
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -232,7 +264,8 @@ def _cmd_data_pack(args: argparse.Namespace) -> int:
                max_pixels=args.max_pixels, progress=not args.quiet)
     summary = manifest_summary(man)
     print(f"packed {summary['samples']} samples into {summary['shards']} shards in {args.out_dir} "
-          f"({summary['kind']}, {summary['format']}, {summary['channels']}x{summary['resolution']}px, "
+          f"({summary['kind']}, {summary['format']}, {summary['channels']} channel{'s' * (man.channels > 1)}, "
+          f"{summary['resolution']}, "
           f"classes: {summary['classes']}); skipped files: {summary['skipped files']}")
     return 0
 
@@ -271,15 +304,15 @@ def _add_data_commands(sub) -> None:
     pack.add_argument("source", help="image folder (class sub-folders, or A/ and B/), .npz file, or digits")
     pack.add_argument("out_dir", help="output folder (new, or without a pack in it); written all at once")
     size = pack.add_mutually_exclusive_group()
-    size.add_argument("--shard-size", type=int, default=10_000, help="samples per shard (default 10000)")
-    size.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard instead of a count")
-    pack.add_argument("--resolution", type=int, default=None,
+    size.add_argument("--shard-size", type=_at_least(1), default=10_000, help="samples per shard (default 10000)")
+    size.add_argument("--shard-bytes", type=_at_least(1), default=None, help="bytes per shard instead of a count")
+    pack.add_argument("--resolution", type=_at_least(1), default=None,
                       help="resize (shorter side) and center-crop to this size; default: keep")
     pack.add_argument("--format", choices=["png", "jpg", "npy"], default="png", help="image encoding")
     pack.add_argument("--layout", choices=["auto", "classes", "images", "paired", "unpaired"], default="auto",
                       help="how to read a folder (auto: A/+B/ with equal names = paired, sub-folders = classes)")
     pack.add_argument("--prefix", default="train", help="shard file prefix: PREFIX-000000.tar")
-    pack.add_argument("--seed", type=int, default=0, help="seed of the sample shuffle before writing")
+    pack.add_argument("--seed", type=_at_least(0), default=0, help="seed of the sample shuffle before writing")
     pack.add_argument("--channels", choices=["auto", "1", "3"], default="auto",
                       help="channels of every packed image (auto: 3 if any source image is colour, else 1)")
     pack.add_argument("--background", default="white",
@@ -287,21 +320,44 @@ def _add_data_commands(sub) -> None:
     pack.add_argument("--on-error", choices=["skip", "fail"], default="skip",
                       help="unreadable files (truncated, not an image, empty, too large): skip with a warning "
                            "and list them in the manifest (default), or stop and leave OUT_DIR as it was")
-    pack.add_argument("--max-pixels", type=int, default=None,
+    pack.add_argument("--max-pixels", type=_at_least(1), default=None,
                       help="images with more pixels are skipped as possible decompression bombs "
                            "(default: PIL's limit, 89478485)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(func=_cmd_data_pack)
     inspect = data_sub.add_parser("inspect", help="summary, checksum and count check, grid of first samples")
     inspect.add_argument("out_dir", help="folder with manifest.json and shards")
-    inspect.add_argument("--num", type=int, default=64, help="samples in the grid")
+    inspect.add_argument("--num", type=_at_least(1), default=64, help="samples in the grid")
     inspect.add_argument("--grid", default="", help="grid path (default OUT_DIR/inspect.png)")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_cmd_data_inspect)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: `distgan sample: error: argument --num: ...`, exit 2,
+    as a DistganError is printed (argparse's default puts the whole usage text above it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum: float, kind: type = int):
+    """An argparse type: a finite `kind` (int or float) >= `minimum`; anything else is a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+    parse.minimum = minimum  # for the tests that walk the CLI
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distgan", description="Train and use GANs at scale.")
+    parser = _Parser(prog="distgan", description="Train and use GANs at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a GAN from a YAML config")
@@ -309,11 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 run.dir=runs/x")
     train.add_argument("--dry-run", action="store_true",
                        help="check the config (and the files it names) and print it resolved, without torch")
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="resume even with changes that alter the training trajectory (model, game, data, "
+                            "optimizers, seed, global batch, ...); they are recorded in the run's config_history/")
     train.set_defaults(func=_cmd_train)
 
     sample = sub.add_parser("sample", help="generate samples from a run or checkpoint")
     sample.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
-    sample.add_argument("--num", type=int, default=64, help="number of samples")
+    sample.add_argument("--num", type=_at_least(1), default=64,
+                        help="number of samples (with --label all: per class)")
     sample.add_argument("--out", required=True, help=".npy for the raw array, .png for a grid")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--no-ema", action="store_true", help="use the trained G, not its EMA")
@@ -325,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--code", action="append", default=[], metavar="NAME=VALUE",
                         help="games with latent codes (InfoGAN): fix a code for every sample, e.g. cat=3 or "
                              "cont0=-1.5 (repeatable)")
-    sample.add_argument("--truncation", type=float, default=0.0, metavar="T",
+    sample.add_argument("--truncation", type=_at_least(0, float), default=0.0, metavar="T",
                         help="truncation trick (BigGAN): redraw noise values with |z| > T (default 0: none)")
     sample.add_argument("--inputs", default="",
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
@@ -381,8 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with a command's dotted overrides anywhere among its options:
+    `distgan train CONFIG --dry-run a=1` as `distgan train CONFIG a=1 --dry-run`. (argparse ends a
+    `nargs="*"` positional at the first option; parse_intermixed_args does not take subcommands.)"""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    extras = [e for e in extras if e != "--"]
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)  # train, bench mixtures/overhead
+    unknown = [e for e in extras if e.startswith("-") or not takes_overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        args.overrides += extras  # in the order given: a later value of the same key wins
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from distgan.errors import DistganError
 
     try:

@@ -30,6 +30,10 @@ class OptimizerConfig:
 class TrainConfig:
     steps: int = 2000  # generator steps
     batch_size: int = 64  # per process, per micro-batch
+    # The batch of all processes together, per micro-batch; 0 = train.batch_size x processes. When set,
+    # train.batch_size is derived from it and the number of processes (which must divide it), so the
+    # same command trains, and resumes, alike on any number of processes.
+    global_batch_size: int = 0
     grad_accum: int = 1  # micro-batches per optimizer step
     # Learning rate of every optimizer group: optim.<group>.lr until this fraction of train.steps, then
     # linearly down to 0 at train.steps (CycleGAN: 0.5, the second half); 1.0 = constant. A function of
@@ -41,6 +45,9 @@ class TrainConfig:
     resume: str = "auto"  # never | auto | PATH to a checkpoint directory
     ema_decay: float = 0.999  # 0 disables the EMA generator
     ema_start: int = 0  # generator step at which averaging starts (before: copy)
+    # Warm-up of the decay (StyleGAN2-ADA, EDM): the average's half-life is at most this fraction of the
+    # steps done, so early on the EMA generator follows the trained one; 0 = ema_decay from the start.
+    ema_rampup: float = 0.05
     max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
     # Process-group timeouts: while starting (rendezvous, resume, first batches, the first step), then
     # for every collective of training. A rank that died or hangs stops the others after it.
@@ -59,6 +66,9 @@ class TrainConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 1000  # generator steps between checkpoints (0 = only at the end)
+    # Also a checkpoint once this many minutes passed since the last one (rank 0's clock decides for
+    # every rank), so a crash or kill loses at most that much; 0 = by steps only.
+    every_minutes: float = 30.0
     keep: int = 2  # complete checkpoints kept (older ones pruned after a new one lands)
 
 
@@ -71,16 +81,22 @@ def check(train: TrainConfig, ckpt: CheckpointConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
-    for key, value in {"ckpt.every": ckpt.every, "train.ema_start": train.ema_start}.items():
+    for key, value in {"ckpt.every": ckpt.every, "train.ema_start": train.ema_start,
+                       "train.global_batch_size": train.global_batch_size}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if ckpt.keep < 1:
         raise ConfigError(f"ckpt.keep must be >= 1, got {ckpt.keep}")
+    if not ckpt.every_minutes >= 0:  # NaN too
+        raise ConfigError(f"ckpt.every_minutes must be >= 0 (0 = checkpoints by steps only), got {ckpt.every_minutes}")
     if not 0.0 <= train.lr_decay_start <= 1.0:
         raise ConfigError(f"train.lr_decay_start must be in [0, 1] (a fraction of train.steps), "
                           f"got {train.lr_decay_start}")
     if not 0.0 <= train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
+    if not 0.0 <= train.ema_rampup < float("inf"):
+        raise ConfigError(f"train.ema_rampup must be a finite number >= 0 (a fraction of the steps done; "
+                          f"0 = off), got {train.ema_rampup}")
 
 
 def check_optim(optim: dict[str, OptimizerConfig], groups: tuple[str, ...], game: str) -> dict[str, OptimizerConfig]:

@@ -25,13 +25,14 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distgan.config import Config, check_files, dump_yaml
+from distgan.config import Config, check_files, derive_batch
+from distgan.config_change import write_run_config
 from distgan.data import build_source
 from distgan.data.base import derive_seed
 from distgan.errors import TrainingError
 from distgan.games import StepContext, build_game
-from distgan.log import RunLog, Stats, fixed_wandb_id
-from distgan.train import checkpoint, state
+from distgan.log import RunLog, Stats, check_wandb_login, fixed_wandb_id
+from distgan.train import checkpoint, hang, state
 from distgan.train.devices import autocast, compile_nets, resolve_precision, set_numerics
 from distgan.train.distributed import Collectives, make_accelerator
 from distgan.train.ema import EMA
@@ -46,8 +47,9 @@ _STREAM_RANK = 0x4A4B
 
 
 class Trainer:
-    def __init__(self, cfg: Config, accelerator: Optional[Accelerator] = None):
+    def __init__(self, cfg: Config, accelerator: Optional[Accelerator] = None, allow_config_change: bool = False):
         check_files(cfg)  # shards, the resume source, the game's own: when training starts, not when loading
+        check_wandb_login(cfg.log)  # log.wandb=online needs a W&B login: refused before the run dir is made
         self.cfg = cfg
         self.acc = accelerator or make_accelerator(cfg)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
@@ -55,6 +57,9 @@ class Trainer:
         self.is_main = self.acc.is_main_process
         self.run_dir = cfg.run_dir
         self.ckpt_root = self.run_dir / "checkpoints"
+        derive_batch(cfg, self.world)  # train.batch_size from train.global_batch_size, where that is set
+        # Before anything is written in the run dir, so that a refused resume leaves it as it was.
+        config_change = state.check_config(self, allow_config_change)
         self._prepare_run_dir()
 
         tcfg = cfg.train
@@ -84,7 +89,7 @@ class Trainer:
         # The games call these; checkpoints, EMA and sampling use the plain self.nets.
         self.wrapped = compile_nets(wrapped, self.device) if tcfg.compile else wrapped
         self.game.bind(self.wrapped)
-        self.ema = ({n: EMA(self.nets[n], tcfg.ema_decay, tcfg.ema_start) for n in self.game.ema_nets}
+        self.ema = ({n: EMA(self.nets[n], tcfg.ema_decay, tcfg.ema_start, tcfg.ema_rampup) for n in self.game.ema_nets}
                     if tcfg.ema_decay > 0 else {})
         # Per step: what each phase's micro-batches drew and memoised, for phases that reuse it.
         self._reusable: dict[str, list[tuple[Any, dict]]] = {}
@@ -112,7 +117,7 @@ class Trainer:
         state.check_disk_space(self.nets, self.ema, self.run_dir, cfg.ckpt.keep)
         state.resume(self)
         if self.is_main:  # after resume, which may refuse to touch this run dir
-            (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
+            write_run_config(self.run_dir, self.cfg, self.step, config_change)  # config.yaml and its history
             # Fixed at the first start, so a job that dies before its first checkpoint is rerun into
             # the same W&B run; a checkpoint's id (the same, or an older run's) wins.
             self.wandb_id = fixed_wandb_id(self.run_dir, self.wandb_id)
@@ -123,10 +128,11 @@ class Trainer:
 
             self.evaluator = Evaluator(cfg, self.game, self.device, self.ckpt_root)
         self.log = RunLog(cfg, self.run_dir, enabled=self.is_main, start_step=self.step, wandb_id=self.wandb_id)
+        tf32 = f"tf32 {'on' if self.tf32 else 'off'}, " if self.device.type == "cuda" else ""  # CUDA matmuls only
         self.log.message(
             f"{self.world} process(es) on {self.device.type}, global batch {tcfg.batch_size} x {self.world} x "
             f"{tcfg.grad_accum} (per process x processes x accumulation) = {self.global_batch * tcfg.grad_accum}, "
-            f"precision {self.precision}, tf32 {'on' if self.tf32 else 'off'}, "
+            f"precision {self.precision}, {tf32}"
             f"deterministic {'on' if tcfg.deterministic else 'off'}")
         # Where the current perf/* interval began: (clock, step, images drawn).
         self._perf_mark = (0.0, self.step, self.images_drawn)
@@ -140,6 +146,7 @@ class Trainer:
                 probe.unlink()
             except OSError as exc:
                 raise TrainingError(f"run directory {self.run_dir} is not writable: {exc}") from None
+            print(f"run dir: {self.run_dir}", flush=True)  # first: where to look while it runs
         self.acc.wait_for_everyone()
 
     @property
@@ -228,7 +235,7 @@ class Trainer:
                 total = sum(terms.values())
             nonfinite = torch.maximum(nonfinite, (~torch.isfinite(total.detach())).float())
             if votes is not None and micro == tcfg.grad_accum - 1:  # the backward that syncs
-                votes.local, votes.reduced = torch.stack([nonfinite, comm.stop_asked()]), None
+                votes.local, votes.reduced = torch.cat([nonfinite[None], comm.requests()]), None
             # Backward runs even for a non-finite loss: every rank must join the
             # gradient all-reduce or the others hang. The step is skipped below.
             scaler.scale(total / tcfg.grad_accum).backward()
@@ -250,7 +257,7 @@ class Trainer:
             if votes.reduced is None:
                 raise TrainingError(f"phase {phase.name!r}: DDP did not all-reduce the gradients of "
                                     f"{plan.trains[0]}, which carry the ranks' skip and stop votes")
-            nonfinite, comm.stop_votes = votes.reduced[0], votes.reduced[1]
+            nonfinite, comm.request_votes = votes.reduced[0], votes.reduced[1:]
             votes.local = votes.reduced = None
         if not scaler.is_enabled() and grads:
             # One kernel per gradient and no Python loop: each L2 norm is finite iff all of g is, unless
@@ -346,7 +353,9 @@ class Trainer:
         self.log.advance()
         step, last = self.step, self.step == cfg.train.steps
         logs = step % cfg.log.every == 0 or last
-        if logs or (cfg.ckpt.every and step % cfg.ckpt.every == 0):
+        # A checkpoint by the step cadence, or by the clock (ckpt.every_minutes: rank 0's, agreed with the stop).
+        due = bool(cfg.ckpt.every and step % cfg.ckpt.every == 0) or self.comm.agreed.save
+        if logs or due:
             self.read_skips()  # the skip count for the log line, bad_steps for a checkpoint
         if logs:
             self._log_line(step)
@@ -358,18 +367,26 @@ class Trainer:
             self.evaluator.run(self)
         # Periodic checkpoints wait out a run of skipped steps, so the
         # newest checkpoint is the last good state if the run then aborts.
-        periodic = cfg.ckpt.every and step % cfg.ckpt.every == 0 and self.bad_steps == 0
+        periodic = due and self.bad_steps == 0
         if last or stop or periodic:
             path = self.save_checkpoint()
-            if stop:
+            self.comm.saved()
+            if stop and not self.interrupted:  # Ctrl-C's one line is the CLI's, with the command that resumes
                 self.log.message(f"stop requested (signal or stop file): checkpoint {path} written at step {step}")
         return bool(stop)
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether the stop was asked by Ctrl-C (SIGINT on any rank): then every worker exits 130."""
+        return self.comm.agreed.interrupt
+
     def fit(self) -> int:
-        """Train to `train.steps`; returns the step reached (less if stopped by a signal)."""
+        """Train to `train.steps`; returns the step reached (less if stopped by a signal or Ctrl-C).
+        Timed checkpoints (ckpt.every_minutes) count from here."""
         self._mark_perf()
+        self.comm.start_save_clock(self.cfg.ckpt.every_minutes * 60)
         try:
-            with self.comm.catching_stop_signals():
+            with self.comm.catching_stop_signals(self.ckpt_root):
                 while self.step < self.cfg.train.steps:
                     if self.advance():
                         break
@@ -377,6 +394,7 @@ class Trainer:
         except TrainingError:
             raise
         except RuntimeError as exc:
+            hang.dump_stacks(exc, self.comm.rank, self.comm.world, self.step, self.run_dir)  # if a collective failed
             peer = self.comm.peer_failure(exc, self.step, self.ckpt_root)
             if peer is None:
                 raise
