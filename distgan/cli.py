@@ -181,6 +181,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out {out}: use a .npy (raw array) or .png (grid) file name")
     game.set_truncation(args.truncation, "--truncation")
+    game.set_canvases(args.canvases, "--canvases")
     if args.labels_out:
         game.check_labels(flag="--labels-out")
     conditions, nrow = _sample_conditions(args, game, nets)
@@ -199,11 +200,22 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         modes, _ = mixture(_cfg.data.name)
         save_png(scatter_image(samples.x, float(modes.abs().max()) * 1.25, reference=modes), out)
     else:
+        if args.canvases:  # a grid row of T canvases per sample
+            samples, nrow = _canvas_cells(samples, game.info.shape[-1])
         save_png(sheet(samples, nrow), out)
     if args.labels_out:
         np.save(args.labels_out, samples.labels.numpy())
     print(f"wrote {num} samples to {out}")
     return 0
+
+
+def _canvas_cells(samples, width: int):
+    """`--canvases` samples (N, C, H, T * W) as N * T cells, sample-major: a grid row of T canvases per sample."""
+    from dataclasses import replace
+
+    steps = samples.x.shape[-1] // width
+    frames = samples.x.unflatten(-1, (steps, width)).movedim(-2, 1).flatten(0, 1)  # (N * T, C, H, W)
+    return replace(samples, x=frames), steps
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -391,11 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
                              "--num inputs of the run's data set; a folder of images: distgan translate)")
     sample.add_argument("--encode", default="", metavar="IMAGES.npy",
-                        help="games with an encoder (bigan, vaegan): reconstruct (N, C, H, W) images in [-1, 1] "
-                             "as G(E(x)), one sample per image")
+                        help="games with an encoder (bigan, vaegan, draw): reconstruct (N, C, H, W) images in "
+                             "[-1, 1] as G(E(x)), one sample per image")
+    sample.add_argument("--canvases", action="store_true",
+                        help="games that draw in steps (draw): each sample as its canvas after every step, left "
+                             "to right, (N, C, H, steps * W); a .png has one sample per row")
     sample.set_defaults(func=_cmd_sample)
 
-    encode = sub.add_parser("encode", help="games with an encoder (bigan, vaegan): latent codes E(x) of images")
+    encode = sub.add_parser("encode",
+                            help="games with an encoder (bigan, vaegan, draw): latent codes E(x) of images")
     encode.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
     encode.add_argument("images", help="(N, C, H, W) .npy in [-1, 1] at the run's resolution")
     encode.add_argument("--out", required=True, help=".npy for the (N, z_dim) codes")

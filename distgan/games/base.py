@@ -140,6 +140,8 @@ class Game:
     directions: tuple[str, ...] = ()  # the directions sample() can translate (set_direction)
     truncates: ClassVar[bool] = False  # sample() draws its noise truncated to `truncation` (set_truncation)
     truncation: float = 0.0  # the truncation threshold of sampling (0 = none)
+    canvases: ClassVar[bool] = False  # sample() can return each sample's drawing steps (set_canvases)
+    show_canvases: bool = False  # sample() returns the drawing steps (DRAW's canvases) side by side
     variant: str = ""  # game.name as the config writes it (set by build_game): what errors call the run
     info: Optional[DataInfo] = None  # the data the nets were built for (set by build_game)
     augment: Optional[Augment] = None  # the `augment:` section (set by build_game; None = off)
@@ -336,6 +338,13 @@ class Game:
             raise self.lacks(flag, "its noise is not truncated", "truncation", f"{threshold:g}")
         self.truncation = threshold
 
+    def set_canvases(self, on: bool, flag: str = "--canvases") -> None:
+        """Sample each image as its drawing steps side by side, (B, C, H, steps * W), from now on (DRAW's
+        canvases); CapabilityError when `on` unless the game draws in steps (`canvases`)."""
+        if on and not self.canvases:
+            raise self.lacks(flag, "it generates each image at once, not in steps", "canvases")
+        self.show_canvases = on
+
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:
         """Generate ctx.local_batch samples in data space with the given nets; what `conditions`
@@ -367,9 +376,10 @@ CAPABLE_GAMES: dict[str, tuple[str, ...]] = {
     "labels": ("cgan", "acgan", "biggan"),
     "codes": ("infogan",),
     "inputs": ("pix2pix", "cyclegan", "context_encoder", "pix2pixhd"),
-    "encoder": ("bigan", "vaegan"),
+    "encoder": ("bigan", "vaegan", "draw"),
     "directions": ("cyclegan",),
     "truncation": ("biggan",),
+    "canvases": ("draw",),
 }
 _ALSO_KNOWN_AS = {"directions": "CycleGAN, DualGAN, DiscoGAN"}
 

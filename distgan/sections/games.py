@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 
 from distgan.errors import ConfigError
 from distgan.sections.data import POINT_DATA
+from distgan.sections.model import changed_keys
 
 
 @dataclass
@@ -387,6 +388,37 @@ class RelativisticConfig(AdversarialConfig):
                                   f"leave it at 0")
 
 
+@dataclass
+class DrawConfig(GameConfig):
+    """`game:` keys of `name: draw` (DRAW, Gregor et al. 2015). model.z_dim is the size of one step's z;
+    the nets are the game's own (distgan.models.draw), so model.g / model.d keys are refused."""
+
+    name: str = "draw"
+    implementation: ClassVar[str] = "distgan.games.draw:DrawGame"
+    steps: int = 10  # T: the steps (glimpses) that draw an image
+    attention: bool = True  # read and write through N x N Gaussian filter grids; false: whole images
+    read_size: int = 2  # N of the read glimpse (attention only)
+    write_size: int = 5  # N of the written patch (attention only)
+    enc_size: int = 256  # units of the encoder LSTM
+    dec_size: int = 256  # units of the decoder LSTM
+    # -log D(x | c_T): bernoulli (the paper's, the grey levels in [0, 1] as targets) or gaussian of
+    # deviation game.pixel_std (in [0, 1] units) around sigmoid(c_T): 0.5 * sum ((x - sigmoid(c_T)) / std)^2.
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    pixel_std: float = 0.2
+
+    optimizer_groups: ClassVar[tuple[str, ...]] = ("g",)  # one player: encoder and decoder
+
+    def validate(self, cfg) -> None:
+        self.require_positive("steps", "read_size", "write_size", "enc_size", "dec_size", "pixel_std")
+        if cfg.data.name in POINT_DATA:
+            raise ConfigError(f"game.name=draw draws images; data.name={cfg.data.name} gives points")
+        for side in ("g", "d"):
+            keys = changed_keys(getattr(cfg.model, side))
+            if keys:
+                raise ConfigError(f"model.{side}.{keys[0]}: DRAW's nets are its own (game.enc_size, game.dec_size, "
+                                  f"game.read_size, game.write_size); it has no model.{side}")
+
+
 # game.name -> its section (and through it, its code). One line per game.
 GAMES: dict[str, type[GameConfig]] = {
     "gan": AdversarialConfig,
@@ -402,4 +434,5 @@ GAMES: dict[str, type[GameConfig]] = {
     "bigan": BiGANConfig,
     "vaegan": VAEGANConfig,
     "relativistic": RelativisticConfig,
+    "draw": DrawConfig,
 }

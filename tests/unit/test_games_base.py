@@ -44,7 +44,7 @@ def _ctx(n=4):
 def _has(cls: type[Game], capability: str) -> bool:
     return {"labels": cls.conditional, "codes": cls.latent_codes is not Game.latent_codes,
             "inputs": cls.image_input, "encoder": cls.encoder, "truncation": cls.truncates,
-            "directions": len(getattr(cls, "directions", ())) > 1}[capability]
+            "directions": len(getattr(cls, "directions", ())) > 1, "canvases": cls.canvases}[capability]
 
 
 @pytest.mark.parametrize("capability", sorted(CAPABLE_GAMES))
@@ -72,12 +72,15 @@ def test_build_game_records_the_variant_as_the_config_names_it():
      "--inputs: this run is a gan (game.name): it generates from noise, not from images; --inputs applies to "
      "runs of the pix2pix, cyclegan, context_encoder and pix2pixhd games"),
     (lambda g: g.check_encoder("--encode"),
-     "--encode: this run is a gan (game.name): it has no encoder; --encode applies to runs of the bigan and "
-     "vaegan games"),
+     "--encode: this run is a gan (game.name): it has no encoder; --encode applies to runs of the bigan, "
+     "vaegan and draw games"),
     (lambda g: g.encode(g.nets, torch.zeros(2, 1, 8, 8)), "encode: this run is a gan (game.name): it has no encoder"),
     (lambda g: g.set_truncation(0.5, "--truncation"),
      "--truncation 0.5: this run is a gan (game.name): its noise is not truncated; --truncation applies to runs "
      "of the biggan game"),
+    (lambda g: g.set_canvases(True, "--canvases"),
+     "--canvases: this run is a gan (game.name): it generates each image at once, not in steps; --canvases "
+     "applies to runs of the draw game"),
 ])
 def test_a_game_refuses_what_it_lacks_in_one_line_naming_its_variant(ask, message):
     game = _game("gan")
