@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "
                              "--num inputs of the run's data set; a folder of images: distgan translate)")
     sample.add_argument("--encode", default="", metavar="IMAGES.npy",
-                        help="games with an encoder (bigan, vaegan, draw): reconstruct (N, C, H, W) images in "
+                        help="games with an encoder (bigan, vaegan, draw, aae): reconstruct (N, C, H, W) images in "
                              "[-1, 1] as G(E(x)), one sample per image")
     sample.add_argument("--canvases", action="store_true",
                         help="games that draw in steps (draw): each sample as its canvas after every step, left "
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=_cmd_sample)
 
     encode = sub.add_parser("encode",
-                            help="games with an encoder (bigan, vaegan, draw): latent codes E(x) of images")
+                            help="games with an encoder (bigan, vaegan, draw, aae): latent codes E(x) of images")
     encode.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
     encode.add_argument("images", help="(N, C, H, W) .npy in [-1, 1] at the run's resolution")
     encode.add_argument("--out", required=True, help=".npy for the (N, z_dim) codes")

@@ -376,7 +376,7 @@ CAPABLE_GAMES: dict[str, tuple[str, ...]] = {
     "labels": ("cgan", "acgan", "biggan"),
     "codes": ("infogan",),
     "inputs": ("pix2pix", "cyclegan", "context_encoder", "pix2pixhd"),
-    "encoder": ("bigan", "vaegan", "draw"),
+    "encoder": ("bigan", "vaegan", "draw", "aae"),
     "directions": ("cyclegan",),
     "truncation": ("biggan",),
     "canvases": ("draw",),

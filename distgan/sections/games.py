@@ -419,6 +419,38 @@ class DrawConfig(GameConfig):
                                   f"game.read_size, game.write_size); it has no model.{side}")
 
 
+@dataclass
+class AAEConfig(GameConfig):
+    """`game:` keys of `name: aae` (the adversarial autoencoder, Makhzani et al. 2015)."""
+
+    name: str = "aae"
+    implementation: ClassVar[str] = "distgan.games.aae:AAEGame"
+    # q(z|x): deterministic (z = E(x)) or gaussian (E(x) = mean, log-variance; z a reparameterised draw).
+    encoder: Literal["deterministic", "gaussian"] = "deterministic"
+    # p(z): gaussian N(0, I), or mixture: game.components Gaussians of deviation game.mixture_std, their
+    # means on a circle of radius game.mixture_radius in the first two code dimensions.
+    prior: Literal["gaussian", "mixture"] = "gaussian"
+    components: int = 10
+    mixture_radius: float = 4.0
+    mixture_std: float = 0.5
+    adv_weight: float = 1.0  # weight of the encoder's adversarial term (the regularization phase)
+    d_steps: int = 1  # D's steps per step, on the same batch (each with its own prior draws)
+
+    optimizer_groups: ClassVar[tuple[str, ...]] = ("enc", "dec", "d")
+    has_encoder: ClassVar[bool] = True
+
+    def validate(self, cfg) -> None:
+        self.require_positive("components", "mixture_radius", "mixture_std", "d_steps")
+        self.require_non_negative("adv_weight")
+        if cfg.model.d.arch != "mlp":
+            raise ConfigError(f"model.d.arch={cfg.model.d.arch}: game.name=aae's D judges latent codes (vectors): "
+                              f"use mlp")
+        if self.prior == "mixture" and (self.components < 2 or cfg.model.z_dim < 2):
+            raise ConfigError(f"game.prior=mixture places game.components={self.components} means on a circle in "
+                              f"2 code dimensions: it needs game.components >= 2 and model.z_dim >= 2 "
+                              f"(model.z_dim={cfg.model.z_dim})")
+
+
 # game.name -> its section (and through it, its code). One line per game.
 GAMES: dict[str, type[GameConfig]] = {
     "gan": AdversarialConfig,
@@ -435,4 +467,5 @@ GAMES: dict[str, type[GameConfig]] = {
     "vaegan": VAEGANConfig,
     "relativistic": RelativisticConfig,
     "draw": DrawConfig,
+    "aae": AAEConfig,
 }

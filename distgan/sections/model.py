@@ -52,7 +52,7 @@ class ModelConfig:
     z_dim: int = 100  # latent size
     g: NetConfig = field(default_factory=NetConfig)
     d: NetConfig = field(default_factory=NetConfig)
-    # Encoder x -> z of the games that have one (bigan, vaegan; `GameConfig.has_encoder`): an image or
+    # Encoder x -> z of the games that have one (bigan, vaegan, aae; `GameConfig.has_encoder`): an image or
     # point to a latent code (VAE-GAN: its mean and log-variance). Other games refuse these keys.
     e: NetConfig = field(default_factory=NetConfig)
     # Cross-replica BatchNorm: statistics over the global batch of all ranks.

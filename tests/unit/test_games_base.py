@@ -73,7 +73,7 @@ def test_build_game_records_the_variant_as_the_config_names_it():
      "runs of the pix2pix, cyclegan, context_encoder and pix2pixhd games"),
     (lambda g: g.check_encoder("--encode"),
      "--encode: this run is a gan (game.name): it has no encoder; --encode applies to runs of the bigan, "
-     "vaegan and draw games"),
+     "vaegan, draw and aae games"),
     (lambda g: g.encode(g.nets, torch.zeros(2, 1, 8, 8)), "encode: this run is a gan (game.name): it has no encoder"),
     (lambda g: g.set_truncation(0.5, "--truncation"),
      "--truncation 0.5: this run is a gan (game.name): its noise is not truncated; --truncation applies to runs "
