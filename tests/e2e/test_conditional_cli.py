@@ -103,7 +103,7 @@ def test_conditions_an_unconditional_run_lacks_are_refused_in_one_line_naming_it
                                                 "truncated; --truncation applies to runs of the biggan game"),
             ("eval", ["--truncation", "0.5", "--num", "8"], "--truncation 0.5: this run is a gan (game.name)"),
             ("sample", ["--encode", str(images)], "--encode: this run is a gan (game.name): it has no encoder; "
-                                                  "--encode applies to runs of the bigan and vaegan games"),
+                                                  "--encode applies to runs of the bigan, vaegan, draw and aae games"),
             ("encode", [str(images)], "encode: this run is a gan (game.name): it has no encoder")):
         proc = run_cli(command, str(run), *flags, "--out", str(out), check=False) if command != "eval" else \
             run_cli(command, str(run), *flags, check=False)
