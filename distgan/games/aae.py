@@ -35,7 +35,6 @@ from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, EncoderGame
 from distgan.models import build_net
 from distgan.sections.games import AAEConfig
 
-LOGVAR_RANGE = (-12.0, 4.0)  # the Gaussian posterior's log-variance, clamped: sigma in [0.0025, 7.4]
 
 
 def mixture_means(components: int, z_dim: int, radius: float) -> Tensor:
@@ -53,11 +52,11 @@ class AAEGame(EncoderGame):
         super().__init__()
         self.cfg = cfg.game
         self.z_dim = cfg.model.z_dim
-        self.gaussian = cfg.game.encoder == "gaussian"
+        self.gaussian_posterior = cfg.game.encoder == "gaussian"
         codes = DataInfo(kind="points", shape=(self.z_dim,))  # what D judges
         self.nets = {
             "E": build_net("encoder", "model.e", cfg.model.e, cfg.model, info,
-                           out_dim=2 * self.z_dim if self.gaussian else self.z_dim),
+                           out_dim=2 * self.z_dim if self.gaussian_posterior else self.z_dim),
             "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
             "D": build_net(DISCRIMINATOR, "model.d", cfg.model.d, cfg.model, codes),
         }
@@ -81,17 +80,6 @@ class AAEGame(EncoderGame):
             return ctx.randn(self.z_dim)
         k = ctx.randint(self.cfg.components)  # (B,)
         return self.means.to(ctx.device)[k] + self.cfg.mixture_std * ctx.randn(self.z_dim)
-
-    def _code(self, E: nn.Module, x: Tensor, ctx: Optional[StepContext]) -> Tensor:
-        """A code of x from q(z|x), (B, z_dim): E(x), or a draw from the Gaussian posterior (its mean
-        without `ctx`)."""
-        h = E(x)
-        if not self.gaussian:
-            return h
-        mu, logvar = h.chunk(2, dim=1)
-        if ctx is None:
-            return mu
-        return mu + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * ctx.randn(self.z_dim)
 
     def ae_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:
         rec = self.nets["G"](self._code(self.nets["E"], batch.x, ctx))

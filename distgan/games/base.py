@@ -208,8 +208,7 @@ class Game:
         (`game/G/net.9/gate`). Override to add the game's own."""
         out = {}
         for name, net in self.nets.items():
-            net = net.module if isinstance(net, DistributedDataParallel) else net
-            for path, module in net.named_modules():
+            for path, module in unwrapped(net).named_modules():
                 if hasattr(module, "logged"):
                     for key, value in module.logged().items():
                         out[f"{name}/{path}/{key}"] = value
@@ -352,6 +351,15 @@ class Game:
         raise NotImplementedError
 
 
+def unwrapped(net: nn.Module) -> nn.Module:
+    """The net itself, under its DDP wrapper if it has one (its own attributes and buffers)."""
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+# The Gaussian posterior's log-variance, clamped: sigma in [0.0025, 7.4].
+LOGVAR_RANGE = (-12.0, 4.0)
+
+
 class EncoderGame(Game):
     """What the games with an encoder share (BiGAN, VAE-GAN): E maps data to G's noise z, and a
     sample's noise may be given (Conditions.codes["z"] = E(x): G(E(x)) reconstructs x)."""
@@ -360,6 +368,17 @@ class EncoderGame(Game):
     ema_nets = ("G", "E")
     encode_nets = ("E",)
     z_dim: int
+    gaussian_posterior = False  # E outputs (mean, log-variance) of q(z|x), not z itself
+
+    def _code(self, E: nn.Module, x: Tensor, ctx: Optional[StepContext]) -> Tensor:
+        """E's code of x, (B, z_dim): E(x), or a draw from the Gaussian posterior (its mean without `ctx`)."""
+        h = E(x)
+        if not self.gaussian_posterior:
+            return h
+        mu, logvar = h.chunk(2, dim=1)
+        if ctx is None:
+            return mu
+        return mu + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * ctx.randn(self.z_dim)
 
     def sample(self, nets: Mapping[str, nn.Module], ctx: StepContext,
                conditions: Optional[Conditions] = None) -> Samples:

@@ -31,7 +31,6 @@ from distgan.models.joint import build_joint_discriminator
 from distgan.nn.dropout import dropout_masks
 from distgan.sections.games import BiGANConfig
 
-LOGVAR_RANGE = (-12.0, 4.0)  # the stochastic encoder's log-variance, clamped: sigma in [0.0025, 7.4]
 
 
 class BiGANGame(EncoderGame):
@@ -40,11 +39,11 @@ class BiGANGame(EncoderGame):
     def __init__(self, cfg, info: DataInfo):
         super().__init__()
         self.z_dim = cfg.model.z_dim
-        self.stochastic = cfg.game.stochastic_encoder
+        self.gaussian_posterior = cfg.game.stochastic_encoder
         self.nets = {
             "G": build_net(GENERATOR, "model.g", cfg.model.g, cfg.model, info),
             "E": build_net("encoder", "model.e", cfg.model.e, cfg.model, info,
-                           out_dim=2 * self.z_dim if self.stochastic else self.z_dim),
+                           out_dim=2 * self.z_dim if self.gaussian_posterior else self.z_dim),
             "D": build_joint_discriminator("model.d", cfg.model.d, cfg.model, info, dropout=cfg.game.d_dropout),
         }
         self.players = {GENERATOR: ("G", "E"), DISCRIMINATOR: ("D",)}
@@ -52,16 +51,6 @@ class BiGANGame(EncoderGame):
     def phases(self) -> list[Phase]:
         # uses_data: both phases see real data (E encodes it in the generator player's phase too).
         return [Phase("D", DISCRIMINATOR, self.d_loss), Phase("G", GENERATOR, self.g_loss)]
-
-    def _code(self, E: nn.Module, x: Tensor, ctx: Optional[StepContext]) -> Tensor:
-        """E's code of x, (B, z_dim): the stochastic encoder's draw (its mean without `ctx`)."""
-        h = E(x)
-        if not self.stochastic:
-            return h
-        mu, logvar = h.chunk(2, dim=1)
-        if ctx is None:
-            return mu
-        return mu + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * ctx.randn(self.z_dim)
 
     def _pairs(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """D's logits of the data pairs (x, E(x)) and of the prior pairs (G(z), z), each (B,)."""

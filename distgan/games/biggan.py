@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor
 from torch.nn.utils.parametrizations import spectral_norm
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Game, Phase, StepContext, unwrapped
 from distgan.games.conditional import ConditionalGame, require_labels
 from distgan.models import finish_net
 from distgan.models.blocks import orthogonal_penalty
@@ -29,9 +28,6 @@ from distgan.models.conditional import build_conditional_discriminator
 from distgan.models.resnet import build_conditional_generator
 from distgan.sections.games import BigGANConfig
 
-
-def _unwrapped(net: nn.Module) -> nn.Module:
-    return net.module if isinstance(net, DistributedDataParallel) else net
 
 
 class BigGANGame(ConditionalGame):
@@ -59,7 +55,7 @@ class BigGANGame(ConditionalGame):
     def ortho_weights(self) -> list[Tensor]:
         """G's weights under the orthogonal regularisation: every matrix or filter bank (raw, before
         spectral normalisation), except the shared class embedding (as BigGAN-PyTorch)."""
-        G = _unwrapped(self.nets["G"])
+        G = unwrapped(self.nets["G"])
         return [p for name, p in G.named_parameters() if p.dim() >= 2 and not name.startswith("shared.")]
 
     def g_loss(self, batch: Optional[Batch], ctx: StepContext) -> dict[str, Tensor]:

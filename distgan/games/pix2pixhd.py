@@ -28,21 +28,17 @@ from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from distgan import losses
 from distgan.data.base import Batch, DataInfo
 from distgan.errors import ConfigError
-from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Phase, Samples, StepContext
+from distgan.games.base import DISCRIMINATOR, GENERATOR, Conditions, Phase, Samples, StepContext, unwrapped
 from distgan.games.translation import TranslationGame, _need_two_domains
 from distgan.models import build_net
 from distgan.models.patchgan import patch_grid
 from distgan.models.pix2pixhd import MultiscaleDiscriminator, downsample, feature_matching
 from distgan.sections.games import Pix2PixHDConfig
 
-
-def _unwrap(net: nn.Module) -> nn.Module:
-    return net.module if isinstance(net, DistributedDataParallel) else net
 
 
 class Pix2PixHDGame(TranslationGame):
@@ -94,7 +90,7 @@ class Pix2PixHDGame(TranslationGame):
 
     def g_loss(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         G, D = self.nets["G"], self.nets["D"]
-        _unwrap(G).joint.fill_(float(self.joint))  # what sampling shows: the stage trained last
+        unwrapped(G).joint.fill_(float(self.joint))  # what sampling shows: the stage trained last
         source, target = self._pair(batch)
         # G1 alone takes the downsampled input and gives (B, C, R/2, R/2): it is judged at that size.
         fake = G(source, stage="joint" if self.joint else "global")  # (B, C, R, R), or R/2
