@@ -17,6 +17,10 @@ class TrainingError(DistganError, RuntimeError):
     """Training cannot go on (non-finite losses, unwritable run dir, ...)."""
 
 
+class DataError(DistganError, RuntimeError):
+    """Data that cannot be used: missing shards, a bad manifest, too many bad samples."""
+
+
 class CapabilityError(ConfigError):
     """A flag or key asks a run's game for something it cannot do (labels of an unconditional game,
     a direction of a one-way translator, ...); the game raises it, naming its variant (game.name)."""

@@ -14,14 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distgan.errors import DistganError
+from distgan.errors import DataError  # noqa: F401  (raised here; importers take it from this module too)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-class DataError(DistganError, RuntimeError):
-    """Data that cannot be used: missing shards, a bad manifest, too many bad samples."""
 
 
 @dataclass
@@ -102,6 +98,9 @@ class Shard:
     path: str
     count: int
     sha256: str = ""  # from the manifest: names the shard's content wherever it lives
+    # Keys of samples `distgan data index` found unusable (no image entry, undecodable, a key split
+    # across shards): readers drop them before counting, so `count` is the usable samples.
+    bad_keys: frozenset = frozenset()
 
 
 @dataclass
@@ -117,15 +116,10 @@ class ShardSet:
 
 
 def expand_pattern(spec: str) -> list[str]:
-    """`dir/train-{000000..000127}.tar` (also several specs joined by `::`) -> paths."""
-    import braceexpand  # a webdataset dependency
+    """`dir/train-{000000..000127}.tar`, globs, URLs, `pipe:` commands, joined by `::` -> one URL per shard."""
+    from distgan.data.urls import expand
 
-    paths: list[str] = []
-    for part in spec.split("::"):
-        part = part.strip()
-        if part:
-            paths.extend(braceexpand.braceexpand(part))
-    return paths
+    return expand(spec)
 
 
 def resolve_shards(spec: str) -> ShardSet:
