@@ -65,3 +65,21 @@ def expand(spec: str) -> list[str]:
             else:
                 urls.append(path)
     return urls
+
+
+_SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def shard_name(url: str) -> str:
+    """The shard's file name, by which a manifest lists it wherever it is read from:
+    `/d/train-000001.tar`, `file:///d/train-000001.tar`, `http://h/d/train-000001.tar?x=1` and
+    `pipe:aws s3 cp s3://b/d/train-000001.tar -` all name `train-000001.tar`. For a `pipe:` the
+    name comes from its last word that ends like a shard (else the whole command is the name)."""
+    if url.startswith("pipe:"):
+        words = [w.strip("'\"") for w in url[len("pipe:"):].split()]
+        found = [w for w in words if w.split("?", 1)[0].endswith(_SHARD_SUFFIXES)]
+        if not found:
+            return url
+        url = found[-1]
+    path = local_path(url).split("?", 1)[0].split("#", 1)[0]
+    return path.rstrip("/").rsplit("/", 1)[-1]
