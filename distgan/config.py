@@ -177,10 +177,17 @@ def unreachable_files(cfg: Config) -> list[str]:
     if mode not in ("never", "auto") and not Path(mode).exists():
         out.append(f"train.resume={mode!r}: no such checkpoint")
     if cfg.data.name == "shards":
-        from distgan.data.manifest import expand_pattern
+        from distgan.data.urls import expand, is_remote
+        from distgan.errors import DataError
 
-        paths = expand_pattern(cfg.data.shards)
-        missing = [p for p in paths if not Path(p).exists()]
+        if cfg.data.manifest and not Path(cfg.data.manifest).is_file():
+            out.append(f"data.manifest={cfg.data.manifest!r}: no such file")
+        try:
+            paths = expand(cfg.data.shards) if cfg.data.shards.strip() else []
+        except DataError as exc:  # a glob that matches nothing here
+            out.append(str(exc))
+            paths = []
+        missing = [p for p in paths if not is_remote(p) and not Path(p).exists()]  # remote: not stat-ed
         if missing:
             out.append(f"data.shards={cfg.data.shards!r}: {len(missing)} of {len(paths)} paths missing, "
                        f"e.g. {missing[0]}")
@@ -197,7 +204,7 @@ def check_files(cfg: Config) -> None:
     if cfg.data.name == "shards":
         from distgan.data.manifest import resolve_shards
 
-        resolve_shards(cfg.data.shards)  # a DataError naming what is missing
+        resolve_shards(cfg.data.shards, cfg.data.manifest)  # a DataError naming what is missing
     cfg.game.check_files(cfg)
 
 

@@ -34,7 +34,7 @@ class ShardReference:
     def __init__(self, data_cfg, num: int):
         import hashlib
 
-        shardset = resolve_shards(data_cfg.shards)
+        shardset = resolve_shards(data_cfg.shards, data_cfg.manifest)
         man = shardset.manifest
         if man.kind != "images":
             raise DataError(f"reference statistics of {man.kind} shards (data.shards={data_cfg.shards!r}) are not "

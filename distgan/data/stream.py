@@ -48,7 +48,7 @@ def shards_info(man: Manifest, data_cfg) -> DataInfo:
 
 
 def data_info_from_config(data_cfg) -> DataInfo:
-    return shards_info(resolve_shards(data_cfg.shards).manifest, data_cfg)
+    return shards_info(resolve_shards(data_cfg.shards, data_cfg.manifest).manifest, data_cfg)
 
 
 class ShardSource:
@@ -58,7 +58,7 @@ class ShardSource:
                  cuda_loader: Optional[bool] = None):
         if global_batch % world_size:
             raise DataError(f"global batch {global_batch} does not split over {world_size} processes")
-        shardset = resolve_shards(data_cfg.shards)
+        shardset = resolve_shards(data_cfg.shards, data_cfg.manifest)
         man = shardset.manifest
         self.info = shards_info(man, data_cfg)
         self.kind = man.kind

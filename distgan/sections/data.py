@@ -29,9 +29,20 @@ class DataConfig:
     # unpaired = A and B from disjoint halves of the digits, no pair ever seen (CycleGAN, CoGAN).
     pairing: Literal["paired", "unpaired"] = "paired"
     resolution: int = 32  # image side length for image data sets
-    # Shards packed by `distgan data pack` (manifest.json beside them): a brace pattern
-    # (dir/train-{000000..000127}.tar), a path, several joined by ::, or the folder.
+    # Shards packed by `distgan data pack` (manifest.json beside them) or indexed by `distgan data
+    # index`: a brace pattern (dir/train-{000000..000127}.tar), a path, a glob, a folder, file://,
+    # http(s)://, pipe:COMMAND, several joined by :: (docs/data.md).
     shards: str = ""
+    # The manifest (a JSON file) that describes the shards, wherever it lives: what `distgan data
+    # index --out` wrote. "" = manifest.json beside the (local) shards. Alone, without data.shards:
+    # every shard it lists.
+    manifest: str = ""
+    # Which entry of a sample is what; "" = what the manifest says. image_key: e.g. "jpg;png;webp"
+    # (the first present wins); image_key_b: the second image of paired data; label_key: "cls" or
+    # "json:FIELD".
+    image_key: str = ""
+    image_key_b: str = ""
+    label_key: str = ""
     num_workers: int = 0  # loader worker processes per rank (streamed data; 0 = in the main process)
     # Canonical streams that read the shards (data.name=shards): the global batches depend on them,
     # never on the number of processes or workers. 0 = processes x workers of the run's first start,
@@ -53,8 +64,12 @@ def check(data: DataConfig) -> None:
         raise ConfigError(f"data.resolution must be > 0, got {data.resolution}")
     if data.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {data.num_workers}")
-    if data.name == "shards" and not data.shards:
-        raise ConfigError("data.name=shards needs data.shards (a path or brace pattern of .tar files)")
+    if data.name == "shards" and not data.shards and not data.manifest:
+        raise ConfigError("data.name=shards needs data.shards (a path, pattern or URL of .tar files) or "
+                          "data.manifest (an index of them)")
+    if data.label_key and data.label_key != "cls" and not (data.label_key.startswith("json:")
+                                                           and len(data.label_key) > len("json:")):
+        raise ConfigError(f"data.label_key must be cls or json:FIELD, got {data.label_key!r}")
     if data.streams < 0:
         raise ConfigError(f"data.streams must be >= 0 (0: processes x workers), got {data.streams}")
     if data.shuffle_buffer < 0:
@@ -66,7 +81,9 @@ def check(data: DataConfig) -> None:
     if data.name != "shards":
         streamed_only = {"data.hflip": data.hflip, "data.crop": data.crop != "center",
                          "data.crop_scale": data.crop_scale != 1.0, "data.shards": bool(data.shards),
-                         "data.streams": bool(data.streams)}
+                         "data.streams": bool(data.streams), "data.manifest": bool(data.manifest),
+                         "data.image_key": bool(data.image_key), "data.image_key_b": bool(data.image_key_b),
+                         "data.label_key": bool(data.label_key)}
         for key, is_set in streamed_only.items():
             if is_set:
                 raise ConfigError(f"{key} applies to data.name=shards only (data.name={data.name})")

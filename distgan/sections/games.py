@@ -303,7 +303,7 @@ class CoGANConfig(GameConfig):
         if cfg.data.name == "shards":
             from distgan.data.manifest import resolve_shards
 
-            kind = resolve_shards(cfg.data.shards).manifest.kind
+            kind = resolve_shards(cfg.data.shards, cfg.data.manifest).manifest.kind
             if kind != "unpaired":
                 raise ConfigError(f"game.name=cogan learns the joint distribution from the marginals alone: "
                                   f"data.shards={cfg.data.shards!r} are {kind}; pack A/ and B/ with "
