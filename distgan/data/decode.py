@@ -1,6 +1,7 @@
-"""Decoding one sample's image field: bytes -> (H, W, C) uint8, resized and augmented.
+"""Decoding one sample: which entry is what (`Decode.sample`), and one image field's bytes ->
+(H, W, C) uint8, resized and augmented.
 
-`decode_image` serves the training stream (`distgan.data.pipeline`), the in-order
+`Decode.sample` and `decode_image` serve the training stream (`distgan.data.pipeline`), the in-order
 reads (`distgan.data.reference`) and `distgan data inspect`. 8-bit grey/RGB PNGs
 take a lean path into PIL's C zip decoder (checked against PIL once per process);
 anything else goes through PIL's plugin for the format.
@@ -9,7 +10,9 @@ anything else goes through PIL's plugin for the format.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -23,17 +26,101 @@ _PIL_PLUGINS = {"png": PngImagePlugin.PngImageFile, "jpg": JpegImagePlugin.JpegI
 class Decode:
     """How samples become arrays (plain data: pickled to every worker)."""
 
-    image_fields: tuple[str, ...]  # tar fields holding images, e.g. ("png",) or ("a.png", "b.png")
+    # Tar fields holding images, one per image, e.g. ("png",), ("a.png", "b.png") or ("jpg;png;webp",):
+    # alternatives joined by ";", the first one a sample holds is its image (webdataset's to_tuple).
+    image_fields: tuple[str, ...]
     labelled: bool
     channels: int
     resolution: int
     hflip: bool = False
     crop: str = "center"
     crop_scale: float = 1.0
+    label_key: str = "cls"  # the label's entry: cls, or json:FIELD (a field of the sample's json)
+    # Empty: the entry holds the class index (distgan's packs). Else the label values, in class
+    # order (manifest.classes of an index): a sample's label is its value's position here.
+    label_values: tuple[str, ...] = ()
 
     @property
     def augments(self) -> bool:
         return self.hflip or self.crop == "random"
+
+    @cached_property
+    def _label_index(self) -> dict[str, int]:
+        return {value: i for i, value in enumerate(self.label_values)}
+
+    def sample(self, fields: dict[str, bytes], u: Optional[np.ndarray] = None) -> tuple[list[np.ndarray], int]:
+        """One sample's fields -> (its images as (H, W, C) uint8, its class index or -1 unlabelled).
+        KeyError for a missing entry or an unknown label, ValueError for an undecodable one."""
+        images = []
+        for key in self.image_fields:
+            name = pick_field(fields, key)
+            images.append(decode_image(fields[name], name, self.channels, self, u))
+        if not self.labelled:
+            return images, -1
+        value = label_value(fields, self.label_key)
+        if not self.label_values:
+            return images, int(value)
+        if value not in self._label_index:
+            raise KeyError(f"label {value!r} is not one of the manifest's {len(self.label_values)} classes")
+        return images, self._label_index[value]
+
+    def in_order(self) -> "Decode":
+        """The same reading without augmentation (in-order reads: metrics' real side, sample grids)."""
+        return replace(self, hflip=False, crop="center", crop_scale=1.0)
+
+
+def pick_field(fields: dict, key: str) -> str:
+    """The first of `key`'s ";"-separated alternatives that `fields` holds; KeyError naming them if none."""
+    for name in key.split(";"):
+        if name in fields:
+            return name
+    raise KeyError(f"missing field {key!r}")
+
+
+def label_value(fields: dict[str, bytes], label_key: str) -> str:
+    """The label as text: a cls entry's content, or a json entry's field (numbers as ints where whole)."""
+    if label_key.startswith("json:"):
+        if "json" not in fields:
+            raise KeyError("missing field 'json'")
+        name = label_key[len("json:"):]
+        try:
+            meta = json.loads(fields["json"])
+        except ValueError as exc:
+            raise ValueError(f"json entry is not JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get(name) is None:
+            raise KeyError(f"json entry has no {name!r}")
+        value = meta[name]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value) if not isinstance(value, str) else value.strip()
+    if label_key not in fields:
+        raise KeyError(f"missing field {label_key!r}")
+    return fields[label_key].decode("utf-8", "replace").strip()
+
+
+def shard_decode(man, data_cfg, *, augment: bool = True) -> Decode:
+    """How to read the shards a manifest describes, with data.image_key/image_key_b/label_key
+    overriding what it says (an index found its classes through its own label key: another one
+    is refused, since the classes would not be the labels'). `augment`: data.hflip/crop/crop_scale."""
+    from distgan.errors import DataError
+
+    image_fields = list(man.image_fields)
+    if data_cfg.image_key:
+        image_fields[0] = data_cfg.image_key
+    if data_cfg.image_key_b:
+        if len(image_fields) < 2:
+            raise DataError(f"data.image_key_b={data_cfg.image_key_b!r}: the manifest describes {man.kind} "
+                            f"data with one image per sample")
+        image_fields[1] = data_cfg.image_key_b
+    label_key = man.label_key or "cls"
+    if data_cfg.label_key and (data_cfg.label_key != label_key or not man.classes):
+        raise DataError(f"data.label_key={data_cfg.label_key!r}: the manifest's classes were read "
+                        f"{f'from {label_key}' if man.classes else 'from no label'}; index the shards again "
+                        f"with `distgan data index ... --label-key {data_cfg.label_key}`")
+    values = tuple(man.classes) if man.label_encoding == "value" else ()
+    spec = Decode(tuple(image_fields), bool(man.classes), man.channels, data_cfg.resolution,
+                  data_cfg.hflip, data_cfg.crop, data_cfg.crop_scale, label_key, values)
+    return spec if augment else spec.in_order()
 
 
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:

@@ -35,8 +35,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.base import derive_seed
-from distgan.data.decode import Decode, decode_image
-from distgan.data.manifest import Shard
+from distgan.data.decode import Decode
+from distgan.data.manifest import Shard, usable
 from distgan.data.split import epoch_plan
 from distgan.data.tario import TarFormatError, iter_samples
 
@@ -63,7 +63,8 @@ def slot_shards(shards: list[Shard], order: list[int], start: list[int]) -> Iter
         if i >= len(order):
             i, wraps = 0, wraps + 1
         shard = shards[order[i]]
-        yield {"url": shard.path, "count": shard.count, "index": i, "wraps": wraps, "skip": skip}
+        yield {"url": shard.path, "count": shard.count, "index": i, "wraps": wraps, "skip": skip,
+               "bad_keys": shard.bad_keys}
         i, skip = i + 1, 0
 
 
@@ -112,7 +113,7 @@ def read_shards(src: Iterator[dict], *, seed: int, epoch: int, stream: int, bufs
         def raw(url=shard["url"]):
             try:
                 with open(url, "rb", buffering=1 << 20) as f:
-                    yield from iter_samples(f)
+                    yield from usable(iter_samples(f), shard["bad_keys"])
             except (OSError, TarFormatError) as exc:
                 broken.append(exc)
 
@@ -162,15 +163,7 @@ class StreamReader:
                     _warn(self.state, f"shard {shard['url']}: {fields['reason']}; {fields['lost']} samples skipped")
             else:
                 try:
-                    decoded = []
-                    for name in spec.image_fields:
-                        if name not in fields:
-                            raise KeyError(f"missing field {name!r}")
-                        decoded.append(decode_image(fields[name], name, spec.channels, spec, u))
-                    if spec.labelled:
-                        if "cls" not in fields:
-                            raise KeyError("missing field 'cls'")
-                        label = int(fields["cls"])
+                    decoded, label = spec.sample(fields, u)
                 except Exception as exc:  # any bad sample: skip it, name it, go on
                     skipped += 1
                     since_valid += 1

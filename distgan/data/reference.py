@@ -14,8 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from distgan.data.decode import Decode, decode_image
-from distgan.data.manifest import DataError, Shard, resolve_shards
+from distgan.data.decode import Decode, shard_decode
+from distgan.data.manifest import DataError, Shard, resolve_shards, usable
 from distgan.data.tario import iter_samples
 
 
@@ -39,12 +39,15 @@ class ShardReference:
         if man.kind != "images":
             raise DataError(f"reference statistics of {man.kind} shards (data.shards={data_cfg.shards!r}) are not "
                             f"defined yet: the translation games that generate them decide which side is real")
-        self.spec = Decode(tuple(man.image_fields), bool(man.classes), man.channels, data_cfg.resolution)
+        self.spec = shard_decode(man, data_cfg, augment=False)
         self.shards = shardset.shards
         self.count = min(num, shardset.total) if num > 0 else shardset.total
-        self.directory = Path(self.shards[0].path).parent
-        # The selected shards' checksums and counts name the data, wherever it lives.
-        listing = "\n".join(f"{shard.sha256} {shard.count}" for shard in self.shards)
+        # Where the cached statistics go: beside the manifest (remote shards have no folder here).
+        self.directory = Path(data_cfg.manifest).parent if data_cfg.manifest else Path(self.shards[0].path).parent
+        # The selected shards' checksums and counts name the data, wherever it lives (and the entry
+        # read as the image, when data.image_key chooses another).
+        listing = "\n".join(f"{shard.sha256} {shard.count}" for shard in self.shards) + (
+            f"\n{data_cfg.image_key}" if data_cfg.image_key else "")
         self.digest = hashlib.sha256(listing.encode()).hexdigest()[:12]
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -68,14 +71,13 @@ def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int,
             break
         if first + shard.count > start:
             with open(shard.path, "rb", buffering=1 << 20) as f:
-                for i, (key, fields) in enumerate(iter_samples(f), start=first):
+                for i, (key, fields) in enumerate(usable(iter_samples(f), shard.bad_keys), start=first):
                     if i >= stop:
                         break
                     if i < start:
                         continue
                     try:
-                        images = [decode_image(fields[name], name, c, spec) for name in spec.image_fields]
-                        label = int(fields["cls"]) if spec.labelled else -1
+                        images, label = spec.sample(fields)
                     except Exception as exc:  # as in training: skip the bad sample, name it
                         print(f"distgan: warning: shard {shard.path} key {key}: skipped from {purpose} "
                               f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distgan.data.base import Batch, DataInfo
-from distgan.data.decode import Decode
+from distgan.data.decode import shard_decode
 from distgan.data.manifest import DataError, Manifest, resolve_shards
 from distgan.data.pipeline import ShardStream, keep_whole
 from distgan.data.reference import read_in_order
@@ -83,9 +83,7 @@ class ShardSource:
             raise DataError(f"{what}: more streams than the global batch of {global_batch} samples; every stream "
                             f"gives at least one sample to each batch (lower {lower})")
         self._configure(streams)
-        image_fields = tuple(man.image_fields)
-        self.spec = Decode(image_fields, bool(man.classes), man.channels, data_cfg.resolution,
-                           data_cfg.hflip, data_cfg.crop, data_cfg.crop_scale)
+        self.spec = shard_decode(man, data_cfg)
         self.epoch, self.batch = 0, 0
         self.positions: list[Optional[list[int]]] = [[0, 0, 0] for _ in range(self.streams)]
         self.resume_note = ""  # what a resume could not carry over (empty: exact)
@@ -119,8 +117,7 @@ class ShardSource:
         """The first `count` samples of the shards (in shard and file order, centre crop, no
         augmentation), without moving the stream: the fixed inputs of a translation game's sample
         grid. On the CPU, as TensorSource.preview."""
-        spec = Decode(self.spec.image_fields, self.spec.labelled, self.spec.channels, self.spec.resolution)
-        (x, *rest), y = read_in_order(self.shards, spec, 0, count, "the sample grid's inputs")
+        (x, *rest), y = read_in_order(self.shards, self.spec.in_order(), 0, count, "the sample grid's inputs")
         return Batch(x=x, y=y, x_b=rest[0] if rest else None)
 
     # ------------------------------------------------------------------ iteration
