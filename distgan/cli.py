@@ -343,6 +343,11 @@ def _add_data_commands(sub) -> None:
     inspect.add_argument("--grid", default="", help="grid path (default OUT_DIR/inspect.png)")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_cmd_data_inspect)
+    from distgan.data import index as index_command
+
+    index = data_sub.add_parser("index", help=index_command.HELP)
+    index_command.add_arguments(index)
+    index.set_defaults(func=index_command.run)
 
 
 class _Parser(argparse.ArgumentParser):
