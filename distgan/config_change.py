@@ -67,6 +67,8 @@ RULES: tuple[Rule, ...] = (
     Rule("train.max_bad_steps", False, "when non-finite steps stop the run"),
     Rule("train.*_timeout_s", False, "a timeout"),
     Rule("data.max_skipped_fraction", False, "when unreadable samples stop the run"),
+    Rule("data.retries", False, "how often a failed shard read is retried"),
+    Rule("data.read_timeout", False, "a timeout"),
     # The same arithmetic through other kernels or another memory layout: results differ by float
     # rounding, as they do on another GPU model, not by recipe.
     Rule("train.compile", False, "the same arithmetic, other kernels"),

@@ -36,9 +36,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from distgan.data.base import derive_seed
 from distgan.data.decode import Decode
-from distgan.data.manifest import Shard, usable
+from distgan.data.manifest import Shard
 from distgan.data.split import epoch_plan
-from distgan.data.tario import TarFormatError, iter_samples
+from distgan.data.reading import ReadPolicy, read_samples
 
 # Seeds of the per-shard random streams, mixed with (seed, epoch, stream, shard position);
 # their values fix the streamed order and augmentation.
@@ -47,7 +47,9 @@ _AUGMENT_SEED = 0x5A4D_0003  # each sample's flip and crop draws
 MAX_WARNINGS = 20  # per worker and epoch; the count goes on in data/skipped
 
 
-def _warn(state: dict, message: str) -> None:
+def _warn(state: dict, message: str, skip: bool = True) -> None:
+    if skip:  # the latest skip's warning, for the error that stops a run with too many
+        state["last_skip"] = message
     state["warnings"] += 1
     if state["warnings"] <= MAX_WARNINGS:
         print(f"distgan data: warning: {message}", file=sys.stderr, flush=True)
@@ -95,12 +97,14 @@ def _shuffled(items: Iterator, bufsize: int, rng: np.random.Generator) -> Iterat
 
 
 def read_shards(src: Iterator[dict], *, seed: int, epoch: int, stream: int, bufsize: int,
-                augments: bool) -> Iterator[tuple]:
+                augments: bool, policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple]:
     """Stage: (shard, raw index + 1, key, fields, random draws) per raw sample, from each shard.
 
     The first `skip` raw samples of a shard are read but neither decoded nor
-    yielded (resume). A shard that ends early or breaks yields a marker
-    (key None) carrying the number of samples it lost.
+    yielded (resume). A read that fails is retried (`distgan.data.reading`: the
+    same samples in the same order when a retry succeeds). A shard that ends early
+    or stays unreadable yields a marker (key None) carrying the number of samples
+    it lost and why.
     """
     for shard in src:
         # (0, stream) where the parts were (rank, worker) before canonical streams: a one-process,
@@ -109,16 +113,10 @@ def read_shards(src: Iterator[dict], *, seed: int, epoch: int, stream: int, bufs
         rng = np.random.default_rng(derive_seed(_IN_SHARD_SHUFFLE_SEED, *parts))
         aug_rng = np.random.default_rng(derive_seed(_AUGMENT_SEED, *parts)) if augments else None
         broken: list = []
-
-        def raw(url=shard["url"]):
-            try:
-                with open(url, "rb", buffering=1 << 20) as f:
-                    yield from usable(iter_samples(f), shard["bad_keys"])
-            except (OSError, TarFormatError) as exc:
-                broken.append(exc)
-
+        raw = read_samples(shard["url"], count=shard["count"], bad_keys=shard["bad_keys"], policy=policy,
+                           failures=broken)
         n = 0
-        for n, (key, fields) in enumerate(_shuffled(raw(), bufsize, rng), start=1):
+        for n, (key, fields) in enumerate(_shuffled(raw, bufsize, rng), start=1):
             u = aug_rng.random(3) if aug_rng is not None else None
             if n > shard["skip"]:
                 yield shard, n, key, fields, u
@@ -134,9 +132,9 @@ class StreamReader:
     """One canonical stream of one epoch, from a position: its chunks of good samples, decoded."""
 
     def __init__(self, shards: list[Shard], order: list[int], start: list[int], *, spec: Decode, seed: int,
-                 epoch: int, stream: int, bufsize: int, state: dict):
+                 epoch: int, stream: int, bufsize: int, state: dict, policy: ReadPolicy = ReadPolicy()):
         self.samples = read_shards(slot_shards(shards, order, start), seed=seed, epoch=epoch, stream=stream,
-                                   bufsize=bufsize, augments=spec.augments)
+                                   bufsize=bufsize, augments=spec.augments, policy=policy)
         self.spec, self.state = spec, state
         self.position = [int(v) for v in start[:3]]
         self.slot_total = sum(shards[s].count + 1 for s in order)  # raw samples and markers in one pass
@@ -148,6 +146,7 @@ class StreamReader:
         `images` / `labels`. Returns (skipped samples, counted only when lo == 0; error or None)."""
         spec, counting = self.spec, lo == 0
         good = skipped = since_valid = 0
+        unreadable = ""  # the latest shard that could not be read, and why
         while good < size:
             shard, pos, key, fields, u = next(self.samples)
             self.position = [shard["index"], pos, shard["wraps"]]
@@ -155,10 +154,11 @@ class StreamReader:
                 self.wrapped = True
                 if counting:
                     _warn(self.state, "skipped samples left a stream short of its epoch; starting over at its "
-                                      "first shard (some samples repeat this epoch)")
+                                      "first shard (some samples repeat this epoch)", skip=False)
             if key is None:
                 skipped += fields["lost"]
                 since_valid += fields["lost"] + 1
+                unreadable = f"{shard['url']}: {fields['reason']}"
                 if counting:
                     _warn(self.state, f"shard {shard['url']}: {fields['reason']}; {fields['lost']} samples skipped")
             else:
@@ -179,7 +179,7 @@ class StreamReader:
                     since_valid = 0
             if since_valid > self.slot_total:
                 return skipped, (f"a stream went through all its shards without one usable sample (last: "
-                                 f"{shard['url']}); check the data with `distgan data inspect`")
+                                 f"{unreadable or shard['url']}); check the data with `distgan data inspect`")
         return (skipped if counting else 0), None
 
 
@@ -202,7 +202,7 @@ def make_batches(readers: list[StreamReader], parts: list[tuple[int, int, int]],
         yield {"images": [np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in images],  # (B_part, C, H, W)
                "y": labels, "worker": worker, "batch": k,
                "pos": {s: list(reader.position) for reader, (s, _, _) in zip(readers, parts)},
-               "skipped": skipped, "seen": rows + skipped}
+               "skipped": skipped, "seen": rows + skipped, "last_skip": readers[0].state.get("last_skip")}
 
 
 class ShardStream(IterableDataset):
@@ -211,7 +211,7 @@ class ShardStream(IterableDataset):
 
     def __init__(self, shards: list[Shard], spec: Decode, *, seed: int, bufsize: int, sizes: list[int],
                  groups: list[list[tuple[int, int, int]]], per_epoch: int, epoch_box: torch.Tensor,
-                 resume: Optional[dict], as_tensors: bool = False):
+                 resume: Optional[dict], as_tensors: bool = False, policy: ReadPolicy = ReadPolicy()):
         super().__init__()
         # numpy arrays cross to the main process pickled through the worker's pipe;
         # tensors go through shared memory, one file descriptor handed over a socket
@@ -221,6 +221,7 @@ class ShardStream(IterableDataset):
         self.shards, self.spec = shards, spec
         self.seed, self.bufsize, self.sizes, self.groups = seed, bufsize, sizes, groups
         self.per_epoch, self.epoch_box, self.resume = per_epoch, epoch_box, resume
+        self.policy = policy  # data.retries, data.read_timeout
 
     def pipeline(self, epoch: int, worker: int) -> Iterator[dict]:
         resume = self.resume if self.resume is not None and self.resume["epoch"] == epoch else None
@@ -229,7 +230,7 @@ class ShardStream(IterableDataset):
         parts = self.groups[worker]
         readers = [StreamReader(self.shards, plan[s], resume["positions"][s] if resume else [0, 0, 0],
                                 spec=self.spec, seed=self.seed, epoch=epoch, stream=s, bufsize=self.bufsize,
-                                state=state) for s, _, _ in parts]
+                                state=state, policy=self.policy) for s, _, _ in parts]
         return make_batches(readers, parts, self.sizes, spec=self.spec, worker=worker,
                             first=resume["batch"] if resume else 0, need=self.per_epoch)
 

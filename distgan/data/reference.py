@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from distgan.data.decode import Decode, shard_decode
-from distgan.data.manifest import DataError, Shard, resolve_shards, usable
-from distgan.data.tario import iter_samples
+from distgan.data.manifest import DataError, Shard, resolve_shards
+from distgan.data.reading import ReadPolicy, read_samples
 
 
 class ShardReference:
@@ -40,6 +40,7 @@ class ShardReference:
             raise DataError(f"reference statistics of {man.kind} shards (data.shards={data_cfg.shards!r}) are not "
                             f"defined yet: the translation games that generate them decide which side is real")
         self.spec = shard_decode(man, data_cfg, augment=False)
+        self.policy = ReadPolicy.of(data_cfg)  # data.retries, data.read_timeout
         self.shards = shardset.shards
         self.count = min(num, shardset.total) if num > 0 else shardset.total
         # Where the cached statistics go: beside the manifest (remote shards have no folder here).
@@ -52,16 +53,18 @@ class ShardReference:
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Raw samples [start, stop) as ((n, C, R, R) float in [-1, 1], (n,) labels or None)."""
-        (x, *_), y = read_in_order(self.shards, self.spec, start, min(stop, self.count), "the reference")
+        (x, *_), y = read_in_order(self.shards, self.spec, start, min(stop, self.count), "the reference",
+                                   policy=self.policy)
         return x, y
 
 
-def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int,
-                  purpose: str) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int, purpose: str,
+                  policy: ReadPolicy = ReadPolicy()) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
     """Raw samples [start, stop) of `shards` in shard and file order, no shuffle or augmentation:
     ([(n, C, R, R) float in [-1, 1] per image field], (n,) labels or None). Shards before `start`
     are passed over by their manifest counts, samples within a shard by their tar headers; a sample
-    that cannot be decoded is left out with a warning naming shard, key and `purpose`."""
+    that cannot be decoded is left out with a warning naming shard, key and `purpose`, and so is
+    the rest of a shard that stays unreadable after `policy.retries` re-opens."""
     c, r = spec.channels, spec.resolution
     fields_out: list[list[np.ndarray]] = [[] for _ in spec.image_fields]
     labels = []
@@ -70,21 +73,27 @@ def read_in_order(shards: list[Shard], spec: Decode, start: int, stop: int,
         if first >= stop:
             break
         if first + shard.count > start:
-            with open(shard.path, "rb", buffering=1 << 20) as f:
-                for i, (key, fields) in enumerate(usable(iter_samples(f), shard.bad_keys), start=first):
-                    if i >= stop:
-                        break
-                    if i < start:
-                        continue
-                    try:
-                        images, label = spec.sample(fields)
-                    except Exception as exc:  # as in training: skip the bad sample, name it
-                        print(f"distgan: warning: shard {shard.path} key {key}: skipped from {purpose} "
-                              f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
-                        continue
-                    for out, image in zip(fields_out, images):
-                        out.append(image)  # (R, R, C) uint8
-                    labels.append(label)
+            failures: list[str] = []
+            samples = read_samples(shard.path, count=shard.count, bad_keys=shard.bad_keys, policy=policy,
+                                   failures=failures)
+            for i, (key, fields) in enumerate(samples, start=first):
+                if i >= stop:
+                    samples.close()  # stops a pipe's command, closes a connection
+                    break
+                if i < start:
+                    continue
+                try:
+                    images, label = spec.sample(fields)
+                except Exception as exc:  # as in training: skip the bad sample, name it
+                    print(f"distgan: warning: shard {shard.path} key {key}: skipped from {purpose} "
+                          f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+                    continue
+                for out, image in zip(fields_out, images):
+                    out.append(image)  # (R, R, C) uint8
+                labels.append(label)
+            if failures:
+                print(f"distgan: warning: shard {shard.path}: unreadable tar ({failures[0]}); the rest of it is "
+                      f"left out of {purpose}", file=sys.stderr, flush=True)
         first += shard.count
     xs = [(torch.from_numpy(np.stack(out)) if out else torch.empty((0, r, r, c), dtype=torch.uint8))
           .permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0) for out in fields_out]  # (n, C, R, R) in [-1, 1]

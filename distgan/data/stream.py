@@ -36,6 +36,7 @@ from distgan.data.base import Batch, DataInfo
 from distgan.data.decode import shard_decode
 from distgan.data.manifest import DataError, Manifest, resolve_shards
 from distgan.data.pipeline import ShardStream, keep_whole
+from distgan.data.reading import ReadPolicy
 from distgan.data.reference import read_in_order
 from distgan.data.split import batches_per_epoch, chunk_sizes, rank_parts, slot_capacity, worker_groups
 
@@ -68,6 +69,7 @@ class ShardSource:
         self.num_workers = data_cfg.num_workers
         self.workers = max(1, data_cfg.num_workers)
         self.max_skipped_fraction = data_cfg.max_skipped_fraction
+        self.policy = ReadPolicy.of(data_cfg)  # data.retries, data.read_timeout
         self.shards, self.seed, self.bufsize = shardset.shards, seed, data_cfg.shuffle_buffer
         self.shards_key = [len(self.shards), shardset.total]
         self.explicit_streams = data_cfg.streams  # 0: processes x workers, or the checkpoint's
@@ -98,6 +100,7 @@ class ShardSource:
         self._it = None
         self._skipped = 0  # since the last metrics() call
         self._seen_total = self._skipped_total = 0
+        self._last_skip = ""  # the latest skipped sample's or shard's warning, for the error below
 
     def _configure(self, streams: int) -> None:
         """The plan for `streams` canonical streams: chunk sizes, this rank's parts, its workers' groups."""
@@ -117,7 +120,8 @@ class ShardSource:
         """The first `count` samples of the shards (in shard and file order, centre crop, no
         augmentation), without moving the stream: the fixed inputs of a translation game's sample
         grid. On the CPU, as TensorSource.preview."""
-        (x, *rest), y = read_in_order(self.shards, self.spec.in_order(), 0, count, "the sample grid's inputs")
+        (x, *rest), y = read_in_order(self.shards, self.spec.in_order(), 0, count, "the sample grid's inputs",
+                                      policy=self.policy)
         return Batch(x=x, y=y, x_b=rest[0] if rest else None)
 
     # ------------------------------------------------------------------ iteration
@@ -130,7 +134,7 @@ class ShardSource:
                       if self.batch else None)
             dataset = ShardStream(self.shards, self.spec, seed=self.seed, bufsize=self.bufsize, sizes=self.sizes,
                                   groups=self.groups, per_epoch=self.per_epoch, epoch_box=self._epoch_box,
-                                  resume=resume, as_tensors=self.persistent)
+                                  resume=resume, as_tensors=self.persistent, policy=self.policy)
             if self.num_workers == 0:
                 self._loader = dataset  # iterated in this process
             else:
@@ -170,14 +174,15 @@ class ShardSource:
                 self.positions[s] = [int(v) for v in pos]
             self._skipped += item["skipped"]
             self._skipped_total += item["skipped"]
+            self._last_skip = item.get("last_skip") or self._last_skip
             self._seen_total += item["seen"]
         self.batch += 1
         if (self._seen_total >= MIN_SEEN_FOR_FRACTION
                 and self._skipped_total > self.max_skipped_fraction * self._seen_total):
             raise DataError(
                 f"{self._skipped_total} of {self._seen_total} samples read on rank {self.rank} were unusable "
-                f"(more than data.max_skipped_fraction={self.max_skipped_fraction}); see the warnings above "
-                f"and run `distgan data inspect` on the shards")
+                f"(more than data.max_skipped_fraction={self.max_skipped_fraction}); the latest: {self._last_skip}; "
+                f"see the warnings above and run `distgan data inspect` on the shards")
         if self.batch == self.per_epoch:
             if next(self._it, None) is not None:  # lets the workers finish; nothing is left
                 raise DataError("the stream yielded more batches than its epoch plan")

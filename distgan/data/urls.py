@@ -17,6 +17,7 @@ which `pipe:` template to write instead. This module imports no torch: config ch
 from __future__ import annotations
 
 import glob
+import io
 import os
 
 from distgan.errors import DataError
@@ -83,3 +84,188 @@ def shard_name(url: str) -> str:
         url = found[-1]
     path = local_path(url).split("?", 1)[0].split("#", 1)[0]
     return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+# --------------------------------------------------------------------------- opening one shard
+#
+# Not webdataset.gopen, on purpose: its http(s) reader is `curl --connect-timeout 30 --retry 30 -f -s -L`
+# and its `pipe:` reader a plain Popen pipe, and both block in read() for as long as the other end
+# keeps the connection open and sends nothing (a server that accepts and stalls, a hung `aws s3 cp`):
+# there is no read timeout, and a DataLoader worker blocked there hangs the whole run. Here every
+# read of a URL or pipe waits at most `timeout` seconds (urllib with a socket timeout for http(s),
+# select() on the pipe), then raises. The conventions are webdataset's: a pipe that exits non-zero
+# is an error unless the status is 141 (SIGPIPE), and a gzip stream is unpacked as tarfile's `r|*`
+# would (by name or by its magic bytes).
+
+_BUFFER = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_SIGPIPE_STATUSES = (141, -13)  # a shell's 128 + SIGPIPE, or Popen's -SIGPIPE
+
+
+class ShardReadError(OSError):
+    """A shard URL that could not be read on; the message names the URL and why."""
+
+
+def open_shard(url: str, *, timeout: float) -> io.BufferedIOBase:
+    """A binary stream of the tar that `url` names (a path, `file://`, `http(s)://` or `pipe:`), gzip
+    unpacked; use it as a context manager. A URL or pipe that sends nothing for `timeout` seconds,
+    fails, or ends before its length raises ShardReadError (an OSError) naming the URL."""
+    if url.startswith("pipe:"):
+        stream: io.BufferedIOBase = io.BufferedReader(_PipeStream(url, timeout), _BUFFER)
+    elif url.startswith(("http://", "https://")):
+        stream = io.BufferedReader(_HttpStream(url, timeout), _BUFFER)
+    else:
+        # A local file needs no timeout of its own (a hung network file system hangs every reader alike).
+        stream = open(local_path(url), "rb", buffering=_BUFFER)
+    try:
+        gzipped = shard_name(url).endswith((".gz", ".tgz")) or stream.peek(2)[:2] == _GZIP_MAGIC
+    except BaseException:
+        stream.close()
+        raise
+    return io.BufferedReader(_GunzipStream(stream, url), _BUFFER) if gzipped else stream
+
+
+class _HttpStream(io.RawIOBase):
+    """An http(s) response body; every socket read waits at most `timeout` seconds. A body shorter than
+    its Content-Length is an error (http.client reports a connection closed early as a plain end)."""
+
+    def __init__(self, url: str, timeout: float):
+        import urllib.error
+        import urllib.request
+
+        self.url, self.timeout = url, timeout
+        try:
+            self.response = urllib.request.urlopen(url, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise ShardReadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise ShardReadError(f"{url}: {self._describe(exc.reason)}") from None
+        except (OSError, ValueError) as exc:
+            raise ShardReadError(f"{url}: {self._describe(exc)}") from None
+        length = self.response.headers.get("Content-Length")
+        self.expected = int(length) if length and length.isdigit() else None
+        self.received = 0
+
+    def _describe(self, exc) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no response for {self.timeout:g} s (data.read_timeout)"
+        return str(exc) or type(exc).__name__
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        import http.client
+
+        try:
+            n = self.response.readinto(buffer)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ShardReadError(f"{self.url}: {self._describe(exc)} after {self.received} bytes") from None
+        if n == 0 and len(buffer) and self.expected is not None and self.received < self.expected:
+            raise ShardReadError(f"{self.url}: the download ended after {self.received} of {self.expected} bytes")
+        self.received += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed and hasattr(self, "response"):
+            self.response.close()
+        super().close()
+
+
+class _PipeStream(io.RawIOBase):
+    """The standard output of `pipe:COMMAND` (run by the shell, in a process group of its own so that
+    closing early stops every process it started); every read waits at most `timeout` seconds. Its
+    end is checked against the exit status: non-zero other than SIGPIPE's is an error naming the
+    command and the tail of what it wrote to standard error."""
+
+    def __init__(self, url: str, timeout: float):
+        import subprocess
+        import tempfile
+
+        self.url, self.command, self.timeout = url, url[len("pipe:"):].strip(), timeout
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty command cannot block on it
+        self.proc = subprocess.Popen(self.command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, start_new_session=True)
+        self.fd = self.proc.stdout.fileno()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not ready:
+            raise ShardReadError(f"{self.url}: the command sent nothing for {self.timeout:g} s "
+                                 f"(data.read_timeout){self._stderr_tail()}")
+        n = os.readv(self.fd, [buffer])
+        if n == 0 and len(buffer):
+            self._check_exit()
+        return n
+
+    def _check_exit(self) -> None:
+        import subprocess
+
+        try:
+            status = self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise ShardReadError(f"{self.url}: the command closed its output but did not exit within "
+                                 f"{self.timeout:g} s (data.read_timeout)") from None
+        if status not in (0, *_SIGPIPE_STATUSES):
+            raise ShardReadError(f"{self.url}: the command exited with status {status}{self._stderr_tail()}")
+
+    def _stderr_tail(self, limit: int = 300) -> str:
+        self.stderr.seek(0, os.SEEK_END)
+        size = self.stderr.tell()
+        self.stderr.seek(max(0, size - limit))
+        text = " | ".join(line.strip() for line in self.stderr.read().decode("utf-8", "replace").splitlines()
+                          if line.strip())
+        return f"; stderr: {'...' if size > limit else ''}{text}" if text else ""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        import signal
+
+        if self.proc.poll() is None:  # stopped before the end: stop the command and what it started
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.stdout.close()
+        self.proc.wait()
+        self.stderr.close()
+        super().close()
+
+
+class _GunzipStream(io.RawIOBase):
+    """A gzip stream unpacked on the fly (`.tar.gz`, `.tgz`); a cut or corrupt one is a ShardReadError."""
+
+    def __init__(self, stream: io.BufferedIOBase, url: str):
+        import gzip
+
+        self.stream, self.url = stream, url
+        self.gzip = gzip.GzipFile(fileobj=stream, mode="rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        import zlib
+
+        try:
+            return self.gzip.readinto(buffer)
+        except EOFError:
+            raise ShardReadError(f"{self.url}: the gzip stream ends early (truncated)") from None
+        except zlib.error as exc:
+            raise ShardReadError(f"{self.url}: not a valid gzip stream ({exc})") from None
+        except ShardReadError:
+            raise
+        except OSError as exc:  # gzip.BadGzipFile
+            raise ShardReadError(f"{self.url}: not a valid gzip stream ({exc})") from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.gzip.close()
+            self.stream.close()
+        super().close()

@@ -56,6 +56,11 @@ class DataConfig:
     crop: Literal["center", "random"] = "center"
     crop_scale: float = 1.0  # e.g. 1.12 with crop=random: pix2pix's 286 -> 256 jitter
     max_skipped_fraction: float = 0.01  # stop when more of the samples read are unusable
+    # A shard whose read fails (HTTP error, refused or cut connection, a pipe: command exiting non-zero,
+    # read_timeout seconds without data) is opened again this many times, reading on where it broke;
+    # then its remaining samples count as skipped.
+    retries: int = 3
+    read_timeout: float = 60.0  # seconds a shard URL or pipe: command may send nothing before it fails
 
 
 def check(data: DataConfig) -> None:
@@ -78,12 +83,17 @@ def check(data: DataConfig) -> None:
         raise ConfigError(f"data.crop_scale must be >= 1 (the crop is data.resolution), got {data.crop_scale}")
     if not 0.0 <= data.max_skipped_fraction <= 1.0:
         raise ConfigError(f"data.max_skipped_fraction must be in [0, 1], got {data.max_skipped_fraction}")
+    if data.retries < 0:
+        raise ConfigError(f"data.retries must be >= 0 (0: a failed shard read is not retried), got {data.retries}")
+    if not data.read_timeout > 0:
+        raise ConfigError(f"data.read_timeout must be > 0 seconds, got {data.read_timeout}")
     if data.name != "shards":
         streamed_only = {"data.hflip": data.hflip, "data.crop": data.crop != "center",
                          "data.crop_scale": data.crop_scale != 1.0, "data.shards": bool(data.shards),
                          "data.streams": bool(data.streams), "data.manifest": bool(data.manifest),
                          "data.image_key": bool(data.image_key), "data.image_key_b": bool(data.image_key_b),
-                         "data.label_key": bool(data.label_key)}
+                         "data.label_key": bool(data.label_key), "data.retries": data.retries != 3,
+                         "data.read_timeout": data.read_timeout != 60.0}
         for key, is_set in streamed_only.items():
             if is_set:
                 raise ConfigError(f"{key} applies to data.name=shards only (data.name={data.name})")
