@@ -154,7 +154,7 @@ def resolve_shards(spec: str, manifest: str = "") -> ShardSet:
     """Every shard named by `spec` (data.shards), checked against its manifest (data.manifest, or
     manifest.json beside local shards): errors name what is missing. With an empty `spec` and a
     `manifest`, every shard the manifest lists."""
-    from distgan.data.urls import expand, is_remote
+    from distgan.data.urls import expand, is_remote, shard_name
 
     if not spec.strip():
         if not manifest:
@@ -167,7 +167,7 @@ def resolve_shards(spec: str, manifest: str = "") -> ShardSet:
     if len(urls) == 1 and not is_remote(urls[0]) and Path(urls[0]).is_dir():  # a folder: all its shards
         directory = Path(urls[0])
         man = Manifest.read(Path(manifest)) if manifest else Manifest.load(directory)
-        urls = [str(directory / shard_name_of(s.name)) for s in man.shards]
+        urls = [str(directory / shard_name(s.name)) for s in man.shards]  # by file name, wherever indexed
         if not urls:
             raise DataError(f"data.shards={spec!r}: its manifest lists no shards")
     missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
@@ -201,13 +201,6 @@ def resolve_shards(spec: str, manifest: str = "") -> ShardSet:
                 raise DataError(f"data.shards mixes data sets: {directory / MANIFEST} has {attr}="
                                 f"{getattr(man, attr)!r}, the first directory has {getattr(first, attr)!r}")
     return ShardSet(shards, first)
-
-
-def shard_name_of(name: str) -> str:
-    """An entry's name as a path below a folder: itself when relative, else its file name."""
-    from distgan.data.urls import is_remote, shard_name
-
-    return shard_name(name) if is_remote(name) or os.path.isabs(name) or name.startswith("file://") else name
 
 
 def entry_url(name: str, base: Path) -> str:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from distgan.data.index import index_shards
 from distgan.data.manifest import DataError, Manifest, resolve_shards
-from tests.data.util import cli, id_images, ids_of, source
+from tests.data.util import cli, id_images, ids_of, pack_digits, source, write_images
 from tests.helpers import TINY_DCGAN, assert_bitwise_equal, latest_state, metrics, run_cli
 
 ANIMALS = ["cat", "dog", "emu"]  # json labels of the id shards: id % 3
@@ -97,6 +97,26 @@ def test_png_json_labels_stream_every_sample_once(tmp_path):
     assert resolve_shards("", str(manifest)).total == 80
 
 
+@pytest.mark.parametrize("layout", ["labelled", "paired"])
+def test_distgans_own_packs_index_to_the_same_stream(tmp_path, layout):
+    """No option: an index of distgan's own shards (png + cls; a.png + b.png) streams what their own
+    manifest streams, labels included (cls values 0..9 are classes 0..9)."""
+    if layout == "labelled":
+        packed = pack_digits(tmp_path, 40, 10)
+    else:
+        for side in "AB":
+            write_images(tmp_path / "src" / side, 20, mode="L", seed=ord(side))
+        assert cli("data", "pack", tmp_path / "src", tmp_path / "pairs", "--shard-size", 5, "--quiet") == 0
+        packed = tmp_path / "pairs"
+    _index(packed, "--out", tmp_path / "index.json")
+    man = Manifest.read(tmp_path / "index.json")
+    assert man.kind == ("images" if layout == "labelled" else "paired") and man.total == 40 // (1 + (layout == "paired"))
+    own, indexed = (source(str(packed), batch=8, resolution=8, **over).next_batch()
+                    for over in ({}, {"manifest": tmp_path / "index.json"}))
+    for a, b in [(own.x, indexed.x), (own.y, indexed.y), (own.x_b, indexed.x_b)]:
+        assert (a is None and b is None) or (a == b).all()
+
+
 def _tar_folder(folder, files: dict[str, bytes], tar_path):
     folder.mkdir(parents=True)
     for name, data in files.items():
@@ -131,6 +151,11 @@ def test_tar_command_shards_with_unusable_samples(tmp_path):
     batch = src.next_batch()
     assert sorted(ids_of(batch.x)) == [i for i in range(30) if i != 14]
     assert src.metrics()["data/skipped"] == 0  # the index's bad keys are dropped, not skipped again
+    # Which entry is what, at training time: another image entry may be chosen; labels only as indexed.
+    shards = str(tmp_path / "shards" / "part-{0..1}.tar")
+    assert source(shards, batch=29, manifest=manifest, image_key="jpg;png").spec.image_fields == ("jpg;png",)
+    with pytest.raises(DataError, match=r"data.label_key='json:y': the manifest's classes were read from cls; index"):
+        source(shards, batch=29, manifest=manifest, label_key="json:y")
 
 
 def test_a_restart_reads_only_what_is_left(tmp_path):
