@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -62,9 +63,14 @@ def run(args) -> int:
         raise DataError(f"--workers must be >= 1, got {args.workers}")
     if args.label_key and args.label_key != "cls" and not args.label_key.startswith("json:"):
         raise DataError(f"--label-key must be cls or json:FIELD, got {args.label_key!r}")
-    man, report = index_shards(args.shards, Path(args.out), image_key=args.image_key, image_key_b=args.image_key_b,
-                               label_key=args.label_key, channels=args.channels, workers=args.workers,
-                               timeout=args.timeout, progress=not args.quiet)
+    try:
+        man, report = index_shards(args.shards, Path(args.out), image_key=args.image_key,
+                                   image_key_b=args.image_key_b, label_key=args.label_key, channels=args.channels,
+                                   workers=args.workers, timeout=args.timeout, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"distgan data index: interrupted (Ctrl-C); the shards indexed so far are kept in {args.out}.parts/: "
+              f"run the same command again to go on from there", file=sys.stderr, flush=True)
+        return 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
     for key, value in manifest_summary(man).items():
         print(f"{key:>14}: {value}")
     for line in report:
@@ -172,20 +178,33 @@ def _scan_all(urls: list[str], options: IndexOptions, cache: PartCache, workers:
                 cache.put(url, results[url])
                 bar.update()
         else:
+            import functools
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            import signal
 
             # spawn: the parent may hold threads (the progress bar's monitor), which fork would copy mid-lock.
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(scan_shard, url, options): url for url in todo}
-                for future in as_completed(futures):
-                    url = futures[future]
-                    results[url] = future.result()
-                    cache.put(url, results[url])
+            # The workers leave Ctrl-C to this process, which stops them: what a worker had read of its
+            # shard is lost, every finished shard is in the cache already.
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=signal.signal,
+                                                              initargs=(signal.SIGINT, signal.SIG_IGN))
+            try:
+                for url, result in pool.imap_unordered(functools.partial(_scan_one, options=options), todo):
+                    results[url] = result
+                    cache.put(url, result)
                     bar.update()
+                pool.close()
+            finally:
+                pool.terminate()
+                pool.join()
     finally:
         bar.close()
     return results, cached
+
+
+def _scan_one(url: str, options: "IndexOptions") -> tuple[str, dict]:
+    from distgan.data.index_scan import scan_shard
+
+    return url, scan_shard(url, options)
 
 
 def merge(urls: list[str], results: dict[str, dict], options: IndexOptions, out: Path, channels: str,

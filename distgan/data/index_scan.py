@@ -50,10 +50,7 @@ def open_url(url: str, timeout: float):
     """A binary stream of the shard's tar (gzip unpacked), through the readers' own opener."""
     from distgan.data import urls
 
-    opener = getattr(urls, "open_shard", None)  # TODO(issue 29): always there once the remote readers land
-    if opener is not None:
-        return opener(url, timeout=timeout)
-    return open(urls.local_path(url), "rb", buffering=1 << 20)
+    return urls.open_shard(url, timeout=timeout)
 
 
 def choose_options(urls: list[str], image_key: str, image_key_b: str, label_key: str,

@@ -4,7 +4,11 @@ and training on them through the CLI (1 and 2 processes, bitwise resume)."""
 
 import io
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from PIL import Image
 from distgan.data.index import index_shards
 from distgan.data.manifest import DataError, Manifest, resolve_shards
 from tests.data.util import cli, id_images, ids_of, pack_digits, source, write_images
-from tests.helpers import TINY_DCGAN, assert_bitwise_equal, latest_state, metrics, run_cli
+from tests.helpers import ROOT, TINY_DCGAN, assert_bitwise_equal, cli_env, latest_state, metrics, run_cli
 
 ANIMALS = ["cat", "dog", "emu"]  # json labels of the id shards: id % 3
 
@@ -121,12 +125,14 @@ def _tar_folder(folder, files: dict[str, bytes], tar_path):
     folder.mkdir(parents=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    subprocess.run(["tar", "-cf", str(tar_path), "-C", str(folder), *sorted(files)], check=True)
+    flags = "-czf" if tar_path.name.endswith(".gz") else "-cf"
+    subprocess.run(["tar", flags, str(tar_path), "-C", str(folder), *sorted(files)], check=True)
 
 
 def test_tar_command_shards_with_unusable_samples(tmp_path):
     """Plain `tar` of folders of files; one sample without an image, one corrupt jpg, one key split
-    across two shards: each skipped and counted by reason, the rest streamed exactly once."""
+    across two shards: each skipped and counted by reason, the rest streamed exactly once. The second
+    shard is gzipped (.tar.gz)."""
     ids = id_images(30)
     files = [{f"{i:04d}.png": _encoded(ids[i], "PNG"), f"{i:04d}.cls": str(i % 5).encode()} for i in range(30)]
     first, second = {k: v for f in files[:15] for k, v in f.items()}, {k: v for f in files[15:] for k, v in f.items()}
@@ -136,23 +142,23 @@ def test_tar_command_shards_with_unusable_samples(tmp_path):
     first["0014.png"], second["0014.cls"] = first.pop("0014.png"), first.pop("0014.cls")  # split: image | label
     (tmp_path / "shards").mkdir()
     _tar_folder(tmp_path / "a", first, tmp_path / "shards" / "part-0.tar")
-    _tar_folder(tmp_path / "b", second, tmp_path / "shards" / "part-1.tar")
+    _tar_folder(tmp_path / "b", second, tmp_path / "shards" / "part-1.tar.gz")
     manifest = tmp_path / "shards" / "index.json"
     report = _index(str(tmp_path / "shards"), "--out", manifest)  # a folder: the shards in it
     man = Manifest.read(manifest)
     assert [(s.name, s.count, s.bad_keys) for s in man.shards] == [("part-0.tar", 14, ["0014", "0100", "0101"]),
-                                                                   ("part-1.tar", 15, ["0014"])]
+                                                                   ("part-1.tar.gz", 15, ["0014"])]
     assert man.image_key == "png" and man.classes == ["0", "1", "2", "3", "4"] and man.total == 29
     for reason in ("1 missing image entry (e.g. part-0.tar key 0100", "1 undecodable (e.g. part-0.tar key 0101",
                    "2 key in several shards (e.g. part-0.tar key 0014"):
         assert reason in report, report
     assert "skipped files: 4 (" in report and "Traceback" not in report
-    src = source(str(tmp_path / "shards" / "part-{0..1}.tar"), batch=29, manifest=manifest, shuffle_buffer=0)
+    shards = str(tmp_path / "shards")  # the folder: the manifest's shards in it
+    src = source(shards, batch=29, manifest=manifest, shuffle_buffer=0)
     batch = src.next_batch()
     assert sorted(ids_of(batch.x)) == [i for i in range(30) if i != 14]
     assert src.metrics()["data/skipped"] == 0  # the index's bad keys are dropped, not skipped again
     # Which entry is what, at training time: another image entry may be chosen; labels only as indexed.
-    shards = str(tmp_path / "shards" / "part-{0..1}.tar")
     assert source(shards, batch=29, manifest=manifest, image_key="jpg;png").spec.image_fields == ("jpg;png",)
     with pytest.raises(DataError, match=r"data.label_key='json:y': the manifest's classes were read from cls; index"):
         source(shards, batch=29, manifest=manifest, label_key="json:y")
@@ -174,6 +180,36 @@ def test_a_restart_reads_only_what_is_left(tmp_path):
     assert Manifest.read(out).label_key == "" and not Manifest.read(out).classes  # no cls: unlabelled
     with pytest.raises(DataError, match="'::' names no shards"):
         index_shards(["::"], out)
+
+
+def test_ctrl_c_keeps_what_was_indexed(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while a shard is still being read:
+    one line, exit 130; the next run reads only that shard. The held shard is a pipe: that waits
+    for a flag file to go."""
+    ids = id_images(40)
+    _write(tmp_path / "s", [{"__key__": f"k{i:03d}", "png": _encoded(ids[i], "PNG")} for i in range(40)], 10)
+    hold = tmp_path / "hold"
+    hold.touch()
+    spec = (f"{tmp_path}/s/train-{{000000..000002}}.tar::"
+            f"pipe:sh -c 'while [ -e {hold} ]; do sleep 0.05; done; cat {tmp_path}/s/train-000003.tar'")
+    out = tmp_path / "idx" / "m.json"
+    proc = subprocess.Popen([sys.executable, "-m", "distgan", "data", "index", spec, "--out", str(out), "--workers",
+                             "2", "--quiet"], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((out.parent / "m.json.parts").glob("*.json"))) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        hold.unlink()
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+    assert not out.exists()
+    report = _index(spec, "--out", out)
+    assert "4 shards (3 from" in report and "1 read now" in report and Manifest.read(out).total == 40
 
 
 def _train(spec, manifest, run, steps, procs):
