@@ -90,8 +90,9 @@ def choose_options(urls: list[str], image_key: str, image_key_b: str, label_key:
     return IndexOptions(image_key, image_key_b, label_key, timeout)
 
 
-class _Hashing(io.RawIOBase):
-    """Passes reads through, hashing and counting the bytes."""
+class HashingReader(io.RawIOBase):
+    """Passes reads through, hashing and counting the bytes: a shard's sha256 in the same pass that
+    reads its samples (of the tar's bytes: after gzip for a .tar.gz)."""
 
     def __init__(self, f):
         self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
@@ -142,7 +143,7 @@ def scan_shard(url: str, options: IndexOptions) -> dict:
     image_keys = [k for k in (options.image_key, options.image_key_b) if k]
     try:
         with open_url(url, options.timeout) as raw:
-            f = _Hashing(raw)
+            f = HashingReader(raw)
             for key, sample in iter_samples(f):
                 keys.append(key)
                 if key in seen:  # apart from its first part: a reader cannot tell the two samples apart

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.data.manifest import Manifest
-from distgan.data.pack import file_sha256
+from distgan.data.manifest import Manifest, usable
+from distgan.data.index_scan import HashingReader
 from distgan.data.tario import TarFormatError, iter_samples
+from distgan.data.urls import open_shard
 
 
 def verify(out_dir: str | Path, progress: bool = True) -> list[str]:
@@ -27,13 +28,22 @@ def verify(out_dir: str | Path, progress: bool = True) -> list[str]:
         if not path.is_file():
             problems.append(f"{entry.name}: missing")
             continue
-        if file_sha256(path) != entry.sha256:
-            problems.append(f"{entry.name}: sha256 differs from the manifest (corrupt or changed)")
+        unreadable = ""
         try:
-            with open(path, "rb") as f:
-                count = sum(1 for _ in iter_samples(f))
-        except TarFormatError as exc:
-            problems.append(f"{entry.name}: unreadable tar ({exc})")
+            with open_shard(str(path), timeout=60.0) as raw:  # a .tar.gz is checked as the tar it holds
+                f = HashingReader(raw)
+                try:  # usable samples, as the manifest counts them (an index's bad_keys left out)
+                    count = sum(1 for _ in usable(iter_samples(f), frozenset(entry.bad_keys)))
+                except TarFormatError as exc:
+                    unreadable = str(exc)
+                f.drain()
+        except OSError as exc:  # a gzip stream that is cut or corrupt
+            problems.append(f"{entry.name}: unreadable ({exc})")
+            continue
+        if f.sha.hexdigest() != entry.sha256:
+            problems.append(f"{entry.name}: sha256 differs from the manifest (corrupt or changed)")
+        if unreadable:
+            problems.append(f"{entry.name}: unreadable tar ({unreadable})")
             continue
         if count != entry.count:
             problems.append(f"{entry.name}: {count} samples, manifest says {entry.count}")
@@ -48,15 +58,16 @@ def first_samples(out_dir: str | Path, num: int) -> np.ndarray:
     centred on a white square as large as the largest one shown."""
     import torch
 
-    from distgan.data.decode import decode_image
+    from distgan.data.decode import decode_image, pick_field
     from distgan.log import image_grid
 
     out = Path(out_dir)
     man = Manifest.load(out)
     samples = []  # per sample, its images: (H, W, C) uint8
-    with open(out / man.shards[0].name, "rb") as f:
-        for _, fields in iter_samples(f):
-            samples.append([decode_image(fields[k], k, man.channels, None) for k in man.image_fields])
+    with open_shard(str(out / man.shards[0].name), timeout=60.0) as f:
+        for _, fields in usable(iter_samples(f), frozenset(man.shards[0].bad_keys)):
+            names = [pick_field(fields, key) for key in man.image_fields]  # "jpg;png": the one present
+            samples.append([decode_image(fields[k], k, man.channels, None) for k in names])
             if len(samples) == num:
                 break
     side = max(max(p.shape[:2]) for parts in samples for p in parts)

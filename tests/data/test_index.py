@@ -158,6 +158,10 @@ def test_tar_command_shards_with_unusable_samples(tmp_path):
     batch = src.next_batch()
     assert sorted(ids_of(batch.x)) == [i for i in range(30) if i != 14]
     assert src.metrics()["data/skipped"] == 0  # the index's bad keys are dropped, not skipped again
+    # Indexed as the folder's own manifest.json, the shards pass `distgan data inspect` (usable counts).
+    _index(shards, "--out", tmp_path / "shards" / "manifest.json")
+    assert cli("data", "inspect", shards, "--quiet") == 0
+    assert sorted(ids_of(source(shards, batch=29).next_batch().x)) == [i for i in range(30) if i != 14]
     # Which entry is what, at training time: another image entry may be chosen; labels only as indexed.
     assert source(shards, batch=29, manifest=manifest, image_key="jpg;png").spec.image_fields == ("jpg;png",)
     with pytest.raises(DataError, match=r"data.label_key='json:y': the manifest's classes were read from cls; index"):
