@@ -232,7 +232,7 @@ def merge(urls: list[str], results: dict[str, dict], options: IndexOptions, out:
     readable = [u for u in urls if not results[u].get("error")]
     for url in urls:
         if results[url].get("error"):
-            report.append(f"{'unreadable':>14}: {url}: {results[url]['error']} (left out)")
+            report.append(f"{'unreadable':>14}: {url}: {results[url]['error']} (left out; the same command again tries it again)")
     shards_of_key: dict[str, list[str]] = {}
     for url in readable:
         for key in set(results[url]["keys"]):

@@ -99,6 +99,10 @@ def test_png_json_labels_stream_every_sample_once(tmp_path):
         assert all(y == i % 3 for i, y in labels)  # "cat" -> 0, "dog" -> 1, "emu" -> 2
     # The manifest alone names the shards (relative to its folder).
     assert resolve_shards("", str(manifest)).total == 80
+    # With no option, the same shards index as unlabelled images (img2dataset's json has no label to guess).
+    _index(spec, "--out", tmp_path / "plain.json")
+    plain = Manifest.read(tmp_path / "plain.json")
+    assert (plain.image_key, plain.label_key, plain.classes, plain.total) == ("png", "", [], 80)
 
 
 @pytest.mark.parametrize("layout", ["labelled", "paired"])
