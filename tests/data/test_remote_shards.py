@@ -91,6 +91,25 @@ def test_a_flaky_server_is_retried_to_the_very_same_samples(packed, disk_epoch, 
     assert "warning" not in capsys.readouterr().err
 
 
+def test_in_order_reads_retry_too(packed, capsys):
+    """The reference's and the sample grid's reads (reference.read_in_order): a cut download retried to
+    the same rows; a shard gone for good left out with a warning naming it."""
+    from distgan.data.decode import Decode
+    from distgan.data.manifest import resolve_shards
+    from distgan.data.reading import ReadPolicy
+    from distgan.data.reference import read_in_order
+
+    spec = Decode(("png",), True, 1, 4)
+    (disk,), labels = read_in_order(resolve_shards(str(packed)).shards, spec, 50, 350, "a test")
+    with misbehaving_server(packed, {"train-000001.tar": "fail_first:1", "train-000002.tar": "cut"}) as server:
+        shards = resolve_shards(f"{server.url}/{SHARDS}", str(packed / "manifest.json")).shards
+        (x,), y = read_in_order(shards, spec, 50, 350, "a test", policy=ReadPolicy(retries=1, timeout=2))
+    assert torch.equal(x[:150], disk[:150]) and torch.equal(y[:150], labels[:150])  # shards 0 and 1 whole
+    assert 200 < len(x) < 300 and torch.equal(x[-50:], disk[-50:])  # shard 2 up to its cut, then shard 3
+    assert f"shard {server.url}/train-000002.tar: unreadable tar ({server.url}/train-000002.tar: the download " \
+           f"ended after" in capsys.readouterr().err
+
+
 def test_cut_truncated_and_stalled_shards_are_retried_then_skipped_and_counted(packed, tmp_path, capsys):
     """One stream reads a download cut short, a stalled one and a truncated file, then a good shard:
     each failing read retried once, its lost samples counted, the stream going on."""
