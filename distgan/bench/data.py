@@ -14,6 +14,10 @@ with `--workers` loader workers and batches of `--batch`:
   give on a shared machine);
 - distgan: `ShardSource.next_batch()` (float (B, C, H, W) in [-1, 1] on the main
   process, as the trainer receives it);
+- distgan-http: the same, the same shards served by `python -m http.server` on 127.0.0.1
+  (`data.shards=http://127.0.0.1:PORT/train-{...}.tar`, `data.manifest=` the pack's);
+- distgan-gz (only when named in `--only`): the same, from `.tar.gz` copies of the shards on
+  disk (gzip level 6, what `gzip` writes by default);
 - imagefolder: a torchvision-style ImageFolder Dataset over the PNG files
   (PIL open + RGB + ToTensor + Normalize), DataLoader(shuffle=True) with the
   same workers and batch (torchvision itself is not installed here);
@@ -34,6 +38,7 @@ after `echo 3 > /proc/sys/vm/drop_caches` before each loader, where permitted
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -55,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=at_least(1), default=1, help="warm passes per loader (best is kept)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache rows")
     parser.add_argument("--only", nargs="*", default=[],
-                        help="subset of: ceiling distgan imagefolder webdataset")
+                        help="subset of: ceiling distgan distgan-http distgan-gz imagefolder webdataset "
+                             "(default: all but distgan-gz)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
 
 
@@ -134,17 +140,72 @@ def run_webdataset(urls: list[str], workers: int, batch: int) -> int:
     return sum(len(y) for _, y in loader)
 
 
-def run_distgan(shards: Path, workers: int, batch: int) -> int:
+def run_distgan(shards, workers: int, batch: int) -> int:
+    """`shards`: a packed folder, or (data.shards spec, data.manifest path) for URLs."""
     from distgan.config import load_config
     from distgan.data import build_source
+    from distgan.data.manifest import Manifest
 
-    cfg = load_config(None, ["data.name=shards", f"data.shards={shards}", f"data.num_workers={workers}",
-                             f"data.resolution={_size_of(shards)}"])
+    spec, manifest = shards if isinstance(shards, tuple) else (str(shards), "")
+    size = Manifest.read(Path(manifest)).resolution if manifest else _size_of(Path(spec))
+    cfg = load_config(None, ["data.name=shards", f"data.shards={spec}", f"data.num_workers={workers}",
+                             f"data.resolution={size}"] + ([f"data.manifest={manifest}"] if manifest else []))
     src = build_source(cfg, global_batch=batch, rank=0, world_size=1)
     n = 0
     for _ in range(src.per_epoch):
         n += len(src.next_batch().x)
     return n
+
+
+@contextlib.contextmanager
+def http_served(directory: Path):
+    """`python -m http.server` serving `directory` on a free 127.0.0.1 port: yields its base URL."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                             str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # up once it accepts a connection (at most a minute)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"python -m http.server exited with {proc.returncode}") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def gzipped_copy(shards: Path, out: Path) -> Path:
+    """The packed shards as .tar.gz (gzip's default level 6) beside a manifest listing them (reused)."""
+    import gzip
+
+    from distgan.data.manifest import Manifest
+
+    if (out / "manifest.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    man = Manifest.load(shards)
+    for entry in man.shards:
+        (out / f"{entry.name}.gz").write_bytes(gzip.compress((shards / entry.name).read_bytes(), compresslevel=6))
+        entry.name += ".gz"
+    man.save(out)
+    return out
+
+
+def _brace(names: list[str]) -> str:
+    """train-{000000..000019}.tar for consecutive pack names (pack numbers its shards from 0)."""
+    stem, _, rest = names[0].rpartition("-")
+    digits, _, suffix = rest.partition(".")
+    return f"{stem}-{{{digits}..{int(digits) + len(names) - 1:0{len(digits)}d}}}.{suffix}"
 
 
 def _size_of(shards: Path) -> int:
@@ -238,9 +299,27 @@ def run(args: argparse.Namespace) -> int:
           f"({time.perf_counter() - t0:.1f}s)", flush=True)
     items = image_files(images)
     urls = sorted(str(p) for p in shards.glob("*.tar"))
-    only = set(args.only) or {"ceiling", "distgan", "imagefolder", "webdataset"}
-    loaders = {"distgan": (run_distgan, shards), "imagefolder": (run_imagefolder, items),
-               "webdataset": (run_webdataset, urls)}
+    only = set(args.only) or {"ceiling", "distgan", "distgan-http", "imagefolder", "webdataset"}
+    with contextlib.ExitStack() as stack:
+        loaders = {"distgan": (run_distgan, shards)}
+        if "distgan-http" in only:
+            served = stack.enter_context(http_served(shards))
+            names = [Path(u).name for u in urls]
+            loaders["distgan-http"] = (run_distgan, (f"{served}/{_brace(names)}", str(shards / "manifest.json")))
+        if "distgan-gz" in only:
+            gz = gzipped_copy(shards, root / "shards_gz")
+            print(f"gzip: {sum(p.stat().st_size for p in gz.glob('*.tar.gz')) / 1e6:.1f} MB of .tar.gz for "
+                  f"{sum(p.stat().st_size for p in shards.glob('*.tar')) / 1e6:.1f} MB of .tar", flush=True)
+            loaders["distgan-gz"] = (run_distgan, gz)
+        loaders.update({"imagefolder": (run_imagefolder, items), "webdataset": (run_webdataset, urls)})
+        results = _measure(loaders, items, only, args)
+    _print_table(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _measure(loaders: dict, items, only: set, args: argparse.Namespace) -> dict[str, float]:
     results: dict[str, float] = {}
     # Rounds interleave the loaders, so a burst of load on a shared machine hits all
     # of them alike; the best round of each is kept.
@@ -273,10 +352,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             results[f"{name}_cold"], results[f"cpu_us_{name}_cold"] = _timed(fn, data, args.workers, args.batch)
             print(f"{name} cold: {results[f'{name}_cold']:,.0f} samples/s", flush=True)
-    _print_table(results, args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return results
 
 
 def _print_table(r: dict[str, float], args: argparse.Namespace) -> None:
@@ -290,7 +366,8 @@ def _print_table(r: dict[str, float], args: argparse.Namespace) -> None:
     print("| loader | warm samples/s | cold samples/s | warm / ceiling | warm / ImageFolder "
           "| CPU us per sample (warm) | PIL decode CPU / loader CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    labels = {"distgan": "distgan stream", "imagefolder": "ImageFolder-style DataLoader",
+    labels = {"distgan": "distgan stream", "distgan-http": "distgan stream over HTTP (python -m http.server)",
+              "distgan-gz": "distgan stream, .tar.gz shards", "imagefolder": "ImageFolder-style DataLoader",
               "webdataset": "stock wds.WebDataset + WebLoader"}
     for key, label in labels.items():
         if f"{key}_warm" not in r:
@@ -300,6 +377,11 @@ def _print_table(r: dict[str, float], args: argparse.Namespace) -> None:
         print(f"| {label} | {warm:,.0f} | {f'{cold:,.0f}' if cold else '-'} | "
               f"{f'{warm / ceil:.2f}' if ceil else '-'} | {f'{warm / folder:.2f}x' if folder else '-'} "
               f"| {us:.0f} | {f'{cpu_ceil / us:.2f}' if cpu_ceil else '-'} |")
+    disk = r.get("distgan_warm")
+    for key, what in (("distgan-http", "over HTTP / from disk (issue 29's floor: 0.90)"),
+                      ("distgan-gz", ".tar.gz / .tar")):
+        if disk and f"{key}_warm" in r:
+            print(f"| distgan stream {what} | {r[f'{key}_warm'] / disk:.2f} | | | | | |")
     if ceil:
         print(f"| **ceiling**: plain PIL open+convert, 1 process x {args.workers} | {ceil:,.0f} | | 1.00 | "
               f"| {cpu_ceil:.0f} | 1.00 |")
