@@ -200,3 +200,27 @@ def test_the_read_settings_are_checked():
     with pytest.raises(ConfigError, match=r"data.retries applies to data.name=shards only \(data.name=digits\)"):
         load_config(None, ["data.retries=5"])
     assert load_config(None, [*shards, "data.retries=0", "data.read_timeout=0.5"]).data.retries == 0
+
+
+def test_two_processes_over_http_resume_bitwise_over_pipe_cat(tmp_path):
+    """2 gloo processes x 2 workers: 6 steps over HTTP == 3 steps over HTTP + 3 resumed through pipe:cat,
+    bitwise (the data position is the same whatever the shards are read through)."""
+    from tests.helpers import assert_bitwise_equal, latest_state
+
+    digits = pack_digits(tmp_path, 96, 12)
+    common = ["configs/dcgan_digits.yaml", *TINY_DCGAN, "data.name=shards", f"data.manifest={digits / 'manifest.json'}",
+              "data.num_workers=2", "data.read_timeout=20", "train.batch_size=8", "ckpt.every=0", "log.every=1",
+              "log.progress=false"]
+    with http_server_process(digits) as (url, _):
+        http = f"data.shards={url}/train-{{000000..000007}}.tar"
+        run_cli("train", *common, http, "train.steps=6", f"run.dir={tmp_path / 'whole'}", procs=2)
+        run_cli("train", *common, http, "train.steps=3", f"run.dir={tmp_path / 'split'}", procs=2)
+    # Another data.shards is a config change to the checker (it cannot tell the same shards read
+    # another way from other data), hence --allow-config-change.
+    resumed = run_cli("train", *common, f"data.shards=pipe:cat {digits}/train-{{000000..000007}}.tar", "train.steps=6",
+                      f"run.dir={tmp_path / 'split'}", "--allow-config-change", procs=2)
+    assert "resumed from" in resumed.stdout
+    whole, split = latest_state(tmp_path / "whole"), latest_state(tmp_path / "split")
+    assert whole["step"] == split["step"] == 6 and whole["world_size"] == 2
+    assert_bitwise_equal(whole, split)
+    assert all(r["data/skipped"] == 0 for r in metrics(tmp_path / "whole") + metrics(tmp_path / "split"))
