@@ -11,7 +11,10 @@ A spec is one or more parts joined by `::`; each part may hold brace patterns
   `pipe:gsutil cat gs://b/x.tar`, `pipe:curl -s ...`), as webdataset spells it.
 
 `s3://` and `gs://` have no reader of their own (webdataset 1.0 has none either): the error says
-which `pipe:` template to write instead. This module imports no torch: config checks use it.
+which `pipe:` template to write instead.
+
+`open_shard(url, timeout=...)` opens any of them for reading, gzip unpacked, with a read timeout
+(below). This module imports no torch: config checks use it.
 """
 
 from __future__ import annotations
@@ -93,9 +96,12 @@ def shard_name(url: str) -> str:
 # keeps the connection open and sends nothing (a server that accepts and stalls, a hung `aws s3 cp`):
 # there is no read timeout, and a DataLoader worker blocked there hangs the whole run. Here every
 # read of a URL or pipe waits at most `timeout` seconds (urllib with a socket timeout for http(s),
-# select() on the pipe), then raises. The conventions are webdataset's: a pipe that exits non-zero
-# is an error unless the status is 141 (SIGPIPE), and a gzip stream is unpacked as tarfile's `r|*`
-# would (by name or by its magic bytes).
+# select() on the pipe), then raises. urllib rather than a curl child: no binary to depend on, and
+# the status, a refused connection or a short body arrive as exceptions with their reason, not as an
+# exit code. The conventions are webdataset's: a pipe that exits non-zero is an error unless the
+# status is 141 (SIGPIPE), and a gzip stream is unpacked as tarfile's `r|*` would (by name or by its
+# magic bytes). A pipe's status is read when its output ends; one stopped early (the tar's end
+# blocks read, or the reader done) is killed with its process group and not asked.
 
 _BUFFER = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -137,6 +143,7 @@ class _HttpStream(io.RawIOBase):
         try:
             self.response = urllib.request.urlopen(url, timeout=timeout)
         except urllib.error.HTTPError as exc:
+            exc.close()
             raise ShardReadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:
             raise ShardReadError(f"{url}: {self._describe(exc.reason)}") from None
