@@ -95,6 +95,7 @@ print(c.run_dir); print(c.train.steps)' "$@") \
         NPROC=${DISTGAN_NPROC:-${SLURM_GPUS_ON_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}}
         [ "$NPROC" -ge 1 ] 2>/dev/null || distgan_die "no GPU found on $(hostname); set DISTGAN_NPROC, or DISTGAN_CPU=1 for a CPU run"
     fi
+    distgan_count_processes
     # srun does not inherit --cpus-per-task from sbatch (Slurm 22.05-23.02): without it a
     # node's workers and data loaders share one CPU. Both the flag (on our srun) and the
     # variable (for any srun a site script adds) carry it.
@@ -151,6 +152,28 @@ distgan_keep_config() {
         distgan_log "kept the submitted config as $kept"
     fi
     CONFIG_ARGS=("$train_with" "$@")
+}
+
+# NODES, TASKS and WORLD from the allocation granted to this attempt, not from the one asked for: a
+# job submitted with `--nodes=1-2` may start on 2 nodes, lose one and come back on 1, and the run
+# then resumes on fewer processes (distgan train says whether exactly: docs/operations.md,
+# "Resuming on another number of processes"). One task per node; DISTGAN_TASKS_AS_NODES=1 lets the
+# tasks stand in for nodes (the tests: 2 tasks on 1 node). The previous attempt's count is kept in
+# JOB_DIR/processes, for the log to say when it changed.
+distgan_count_processes() {
+    NODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
+    TASKS=$NODES
+    [ "${DISTGAN_TASKS_AS_NODES:-0}" = 1 ] && TASKS=${SLURM_NTASKS:-$NODES}
+    WORLD=$((TASKS * NPROC))
+    local before change=""
+    before=$(cat "$JOB_DIR/processes" 2>/dev/null)
+    if [ -n "$before" ] && [ "$before" != "$WORLD" ]; then
+        change=", $before in the previous attempt: the run resumes on another number of processes"
+    fi
+    echo "$WORLD" >"$JOB_DIR/processes"
+    local machines="$NODES node(s)"
+    [ "$TASKS" = "$NODES" ] || machines="$TASKS task(s) as nodes on $NODES node(s)"
+    distgan_log "$machines x $NPROC process(es): $WORLD process(es)$change"
 }
 
 # Counters live in JOB_DIR/requeues as lines `kind=N` (warning, failure, preempted, slurm).
@@ -283,29 +306,28 @@ EOF
 # distgan_guards MULTI_NODE: refuse before launching what would fail later or waste the
 # allocation.
 distgan_guards() {
-    local nodes=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}} tasks=${SLURM_NTASKS:-1}
-    if [ "$1" = 0 ] && [ "$nodes" -gt 1 ]; then
-        distgan_die "this script uses one node, the job has $nodes; use slurm/train_multi_node.sbatch"
+    local asked=${SLURM_NTASKS:-$NODES}
+    if [ "$1" = 0 ] && [ "$NODES" -gt 1 ]; then
+        distgan_die "this script uses one node, the job has $NODES; use slurm/train_multi_node.sbatch"
     fi
     # Each task starts all of its node's processes: 8 tasks per node would start 8x.
-    # DISTGAN_TASKS_AS_NODES=1 lets tasks stand in for nodes (the tests: 2 tasks on 1 node).
-    if [ "$tasks" -ne "$nodes" ] && [ "${DISTGAN_TASKS_AS_NODES:-0}" != 1 ]; then
-        distgan_die "one task per node is required: the job has $tasks tasks on $nodes node(s)" \
+    if [ "$asked" -ne "$NODES" ] && [ "${DISTGAN_TASKS_AS_NODES:-0}" != 1 ]; then
+        distgan_die "one task per node is required: the job has $asked tasks on $NODES node(s)" \
             "(SLURM_NTASKS_PER_NODE=${SLURM_NTASKS_PER_NODE:-unset}). Each task starts all $NPROC processes" \
             "of its node; submit with --ntasks-per-node=1."
     fi
-    distgan_check_shared_run_dir "$tasks"
+    distgan_check_shared_run_dir
 }
 
 # Every task must see this shell's run dir: checkpoints, the stop file and the log are
 # written there by rank 0 and read by all. A node-local path (/tmp, local scratch) would
 # fail at the first checkpoint with a misleading I/O error, or resume from nothing.
 distgan_check_shared_run_dir() {
-    local tasks=$1 token seen
+    local token seen
     token="$(hostname):$$:$RANDOM$RANDOM"
     rm -f "$JOB_DIR"/.seen-*
     printf '%s\n' "$token" >"$JOB_DIR/.shared-check" || distgan_die "cannot write to $JOB_DIR"
-    DISTGAN_TOKEN=$token DISTGAN_JOB_DIR=$JOB_DIR srun --ntasks="$tasks" --cpus-per-task=1 --kill-on-bad-exit=0 \
+    DISTGAN_TOKEN=$token DISTGAN_JOB_DIR=$JOB_DIR srun --nodes="$NODES" --ntasks="$TASKS" --cpus-per-task=1 --kill-on-bad-exit=0 \
         ${DISTGAN_TASK_PREFIX:-} bash -c '
         if [ "$(cat "$DISTGAN_JOB_DIR/.shared-check" 2>/dev/null)" = "$DISTGAN_TOKEN" ]; then
             echo "$(hostname)" >"$DISTGAN_JOB_DIR/.seen-$SLURM_PROCID"
@@ -314,10 +336,10 @@ distgan_check_shared_run_dir() {
         fi'
     seen=$(find "$JOB_DIR" -maxdepth 1 -name '.seen-*' | wc -l)
     rm -f "$JOB_DIR/.shared-check" "$JOB_DIR"/.seen-*
-    [ "$seen" -eq "$tasks" ] || distgan_die "the run dir $RUN_DIR is not shared: $seen of $tasks task(s) could" \
+    [ "$seen" -eq "$TASKS" ] || distgan_die "the run dir $RUN_DIR is not shared: $seen of $TASKS task(s) could" \
         "read a file written there by the batch shell on $(hostname). Put run.dir on a file system every node" \
         "mounts (not /tmp or node-local scratch)."
-    distgan_log "run dir visible from all $tasks task(s)"
+    distgan_log "run dir visible from all $TASKS task(s)"
 }
 
 # Newest complete checkpoint step of the run, without torch (the decision after the
@@ -347,9 +369,12 @@ distgan_on_signal() {
 # its task exits) and ignores SIGTERM, as the label filter does: the launcher and the workers
 # get Slurm's TERM themselves and must not lose their output while they checkpoint.
 distgan_launch() {
-    distgan_log "srun ${SRUN_CPUS[*]}: ${SLURM_NTASKS:-1} task(s) x $NPROC process(es), lines labelled" \
+    distgan_log "srun ${SRUN_CPUS[*]}: $TASKS task(s) x $NPROC process(es), lines labelled" \
         "[<node> rank<global rank>]"
-    srun --kill-on-bad-exit=1 "${SRUN_CPUS[@]}" ${DISTGAN_TASK_PREFIX:-} bash -c '
+    # --nodes and --ntasks said, from this attempt's allocation: srun would otherwise follow
+    # SLURM_NTASKS where the submission set one and a default where it did not. Inside the step
+    # SLURM_NTASKS is the step's own: the number of machines.
+    srun --nodes="$NODES" --ntasks="$TASKS" --kill-on-bad-exit=1 "${SRUN_CPUS[@]}" ${DISTGAN_TASK_PREFIX:-} bash -c '
         node=$(hostname -s)
         mkdir -p "$DISTGAN_RANK_LOGS/task$SLURM_PROCID"
         export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE="[$node rank\${rank}]:"
