@@ -6,7 +6,7 @@ modules import each other, directly or around a circle. tests/unit/test_layers.p
 table below (longest name first) and checks every import of every module against it.
 
     floor  modules
-    1      errors, typed, plugins, log, nn, losses
+    1      errors, typed, argtypes, plugins, log, nn, losses
     2      sections, data, models, step_context, augment
     3      games
     4      config, config_change, sampling, encoding
@@ -15,7 +15,8 @@ table below (longest name first) and checks every import of every module against
     7      translate, report, export, bench, metrics.command
     8      cli, __main__
 
-1. The pieces every layer uses: errors, typed YAML -> dataclasses, logging, layers, losses.
+1. The pieces every layer uses: errors, typed YAML -> dataclasses, argparse types, logging, layers,
+   losses.
 2. The components with their own config sections (distgan.sections: plain dataclasses and pure
    checks, no torch), the data sources, the architectures, the step's seeded randomness
    (step_context) and the augmentation that draws from it.

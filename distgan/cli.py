@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distgan.argtypes import at_least
+
 # `distgan train` stopped early by SIGTERM, SIGUSR1 or the stop file after writing a
 # checkpoint: run it again to resume (sysexits' EX_TEMPFAIL, "try again later").
 # Every worker returns it; `accelerate launch` then returns 1 or, when it got the SIGTERM
@@ -316,15 +318,15 @@ def _add_data_commands(sub) -> None:
     pack.add_argument("source", help="image folder (class sub-folders, or A/ and B/), .npz file, or digits")
     pack.add_argument("out_dir", help="output folder (new, or without a pack in it); written all at once")
     size = pack.add_mutually_exclusive_group()
-    size.add_argument("--shard-size", type=_at_least(1), default=10_000, help="samples per shard (default 10000)")
-    size.add_argument("--shard-bytes", type=_at_least(1), default=None, help="bytes per shard instead of a count")
-    pack.add_argument("--resolution", type=_at_least(1), default=None,
+    size.add_argument("--shard-size", type=at_least(1), default=10_000, help="samples per shard (default 10000)")
+    size.add_argument("--shard-bytes", type=at_least(1), default=None, help="bytes per shard instead of a count")
+    pack.add_argument("--resolution", type=at_least(1), default=None,
                       help="resize (shorter side) and center-crop to this size; default: keep")
     pack.add_argument("--format", choices=["png", "jpg", "npy"], default="png", help="image encoding")
     pack.add_argument("--layout", choices=["auto", "classes", "images", "paired", "unpaired"], default="auto",
                       help="how to read a folder (auto: A/+B/ with equal names = paired, sub-folders = classes)")
     pack.add_argument("--prefix", default="train", help="shard file prefix: PREFIX-000000.tar")
-    pack.add_argument("--seed", type=_at_least(0), default=0, help="seed of the sample shuffle before writing")
+    pack.add_argument("--seed", type=at_least(0), default=0, help="seed of the sample shuffle before writing")
     pack.add_argument("--channels", choices=["auto", "1", "3"], default="auto",
                       help="channels of every packed image (auto: 3 if any source image is colour, else 1)")
     pack.add_argument("--background", default="white",
@@ -332,14 +334,14 @@ def _add_data_commands(sub) -> None:
     pack.add_argument("--on-error", choices=["skip", "fail"], default="skip",
                       help="unreadable files (truncated, not an image, empty, too large): skip with a warning "
                            "and list them in the manifest (default), or stop and leave OUT_DIR as it was")
-    pack.add_argument("--max-pixels", type=_at_least(1), default=None,
+    pack.add_argument("--max-pixels", type=at_least(1), default=None,
                       help="images with more pixels are skipped as possible decompression bombs "
                            "(default: PIL's limit, 89478485)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(func=_cmd_data_pack)
     inspect = data_sub.add_parser("inspect", help="summary, checksum and count check, grid of first samples")
     inspect.add_argument("out_dir", help="folder with manifest.json and shards")
-    inspect.add_argument("--num", type=_at_least(1), default=64, help="samples in the grid")
+    inspect.add_argument("--num", type=at_least(1), default=64, help="samples in the grid")
     inspect.add_argument("--grid", default="", help="grid path (default OUT_DIR/inspect.png)")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_cmd_data_inspect)
@@ -358,21 +360,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _at_least(minimum: float, kind: type = int):
-    """An argparse type: a finite `kind` (int or float) >= `minimum`; anything else is a one-line error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not minimum <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-        return value
-    parse.minimum = minimum  # for the tests that walk the CLI
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distgan", description="Train and use GANs at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -389,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="generate samples from a run or checkpoint")
     sample.add_argument("source", help="run directory, checkpoint directory or exported .safetensors file")
-    sample.add_argument("--num", type=_at_least(1), default=64,
+    sample.add_argument("--num", type=at_least(1), default=64,
                         help="number of samples (with --label all: per class)")
     sample.add_argument("--out", required=True, help=".npy for the raw array, .png for a grid")
     sample.add_argument("--seed", type=int, default=0)
@@ -402,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--code", action="append", default=[], metavar="NAME=VALUE",
                         help="games with latent codes (InfoGAN): fix a code for every sample, e.g. cat=3 or "
                              "cont0=-1.5 (repeatable)")
-    sample.add_argument("--truncation", type=_at_least(0, float), default=0.0, metavar="T",
+    sample.add_argument("--truncation", type=at_least(0, float), default=0.0, metavar="T",
                         help="truncation trick (BigGAN): redraw noise values with |z| > T (default 0: none)")
     sample.add_argument("--inputs", default="",
                         help="image-input games: (N, C, H, W) .npy in [-1, 1] to translate (default: the first "

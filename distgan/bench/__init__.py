@@ -9,23 +9,6 @@ from __future__ import annotations
 BENCHMARKS: dict = {}
 
 
-def at_least(minimum: int):
-    """An argparse type for a benchmark's counts: an integer >= `minimum` (anything else is the
-    CLI's one-line error, exit 2, not a traceback minutes into a run)."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    parse.minimum = minimum  # for the tests that walk the CLI
-    return parse
-
-
 def _register() -> None:
     import importlib
 

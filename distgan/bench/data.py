@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.bench import at_least
+from distgan.argtypes import at_least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
-from distgan.bench import at_least
+from distgan.argtypes import at_least
 from distgan.errors import ConfigError
 
 # PacGAN (Lin et al. 2018), Table 1, as quoted in DESIGN.md: (modes captured, high-quality %).

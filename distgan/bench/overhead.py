@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from distgan.bench import at_least
+from distgan.argtypes import at_least
 from distgan.errors import ConfigError
 
 _FORCED = ["train.resume=never", "log.progress=false", "log.sample_every=0", "ckpt.every=0", "eval.every=0",

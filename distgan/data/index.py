@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from distgan.argtypes import at_least
 from distgan.data.manifest import DataError, Manifest, ShardEntry, SkippedFile, manifest_summary
 from distgan.data.urls import expand, is_remote, local_path
 
@@ -53,29 +54,11 @@ def add_arguments(p) -> None:
                                                    "else unlabelled")
     p.add_argument("--channels", choices=["auto", "1", "3"], default="auto",
                    help="channels to train with (auto: 3 if any image is colour, else 1)")
-    p.add_argument("--workers", type=_at_least(1, int), default=min(8, os.cpu_count() or 1),
+    p.add_argument("--workers", type=at_least(1, int), default=min(8, os.cpu_count() or 1),
                    help="shards read at once")
-    p.add_argument("--timeout", type=_at_least(0.1, float), default=60.0,
+    p.add_argument("--timeout", type=at_least(0.1, float), default=60.0,
                    help="seconds a URL or pipe may send nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _at_least(minimum: float, kind: type):
-    """An argparse type: a finite `kind` >= `minimum`, else argparse's one-line error."""
-    import argparse
-    import math
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not (minimum <= value and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-        return value
-    parse.minimum = minimum  # for the tests that walk the CLI
-    return parse
 
 
 def run(args) -> int:
