@@ -20,6 +20,7 @@ out of the manifest and named.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -172,40 +173,20 @@ def _scan_all(urls: list[str], options: IndexOptions, cache: PartCache, workers:
     todo = [u for u in urls if u not in results]
     bar = tqdm(total=len(urls), initial=cached, desc="indexing", unit="shard", disable=not progress,
                mininterval=1.0)
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for url in todo:
-                results[url] = scan_shard(url, options)
-                cache.put(url, results[url])
-                bar.update()
-        else:
-            import functools
-            import multiprocessing
-            import signal
+    if workers == 1 or len(todo) <= 1:
+        scanned = ((url, scan_shard(url, options)) for url in todo)
+    else:
+        from distgan.data.index_workers import scan_in_processes
 
-            # spawn: the parent may hold threads (the progress bar's monitor), which fork would copy mid-lock.
-            # The workers leave Ctrl-C to this process, which stops them: what a worker had read of its
-            # shard is lost, every finished shard is in the cache already.
-            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)), initializer=signal.signal,
-                                                              initargs=(signal.SIGINT, signal.SIG_IGN))
-            try:
-                for url, result in pool.imap_unordered(functools.partial(_scan_one, options=options), todo):
-                    results[url] = result
-                    cache.put(url, result)
-                    bar.update()
-                pool.close()
-            finally:
-                pool.terminate()
-                pool.join()
-    finally:
-        bar.close()
+        scanned = scan_in_processes(todo, options, workers)
+    # closing: Ctrl-C stops the workers (what one had read of its shard is lost; every finished shard
+    # is in the cache already) wherever in this loop it lands.
+    with contextlib.closing(scanned), bar:
+        for url, result in scanned:
+            results[url] = result
+            cache.put(url, result)
+            bar.update()
     return results, cached
-
-
-def _scan_one(url: str, options: "IndexOptions") -> tuple[str, dict]:
-    from distgan.data.index_scan import scan_shard
-
-    return url, scan_shard(url, options)
 
 
 def merge(urls: list[str], results: dict[str, dict], options: IndexOptions, out: Path, channels: str,

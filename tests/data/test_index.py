@@ -17,7 +17,7 @@ from PIL import Image
 
 from distgan.data.index import index_shards
 from distgan.data.manifest import DataError, Manifest, resolve_shards
-from tests.data.util import cli, id_images, ids_of, pack_digits, source, write_images
+from tests.data.util import cli, commands_naming, id_images, ids_of, pack_digits, source, write_images
 from tests.helpers import ROOT, TINY_DCGAN, assert_bitwise_equal, cli_env, latest_state, metrics, run_cli
 
 ANIMALS = ["cat", "dog", "emu"]  # json labels of the id shards: id % 3
@@ -192,8 +192,9 @@ def test_a_restart_reads_only_what_is_left(tmp_path):
 
 def test_ctrl_c_keeps_what_was_indexed(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while a shard is still being read:
-    one line, exit 130; the next run reads only that shard. The held shard is a pipe: that waits
-    for a flag file to go."""
+    one line, exit 130, and the pipe: command reading that shard (in a process group of its own, so
+    not reached by the Ctrl-C) is stopped too; the next run reads only that shard. The held shard is
+    a pipe: that waits for a flag file to go."""
     ids = id_images(40)
     _write(tmp_path / "s", [{"__key__": f"k{i:03d}", "png": _encoded(ids[i], "PNG")} for i in range(40)], 10)
     hold = tmp_path / "hold"
@@ -210,11 +211,13 @@ def test_ctrl_c_keeps_what_was_indexed(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)
+        alive = commands_naming(str(hold))
     finally:
         hold.unlink()
         proc.kill()
     assert proc.returncode == 130 and "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+    assert not alive, f"the held shard's pipe: command outlived the index: {alive}"
     assert not out.exists()
     report = _index(spec, "--out", out)
     assert "4 shards (3 from" in report and "1 read now" in report and Manifest.read(out).total == 40

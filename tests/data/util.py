@@ -71,3 +71,26 @@ def pack_digits(tmp: Path, n: int, shard_size: int) -> Path:
     np.savez(tmp / f"d{n}.npz", x=x[:n].numpy(), y=y[:n].numpy())
     assert cli("data", "pack", tmp / f"d{n}.npz", tmp / f"d{n}", "--shard-size", shard_size, "--quiet") == 0
     return tmp / f"d{n}"
+
+
+def commands_naming(text: str, settle_s: float = 10.0) -> list[int]:
+    """Processes whose command line contains `text` and that still run after up to `settle_s`
+    seconds (a killed process takes a moment to go; zombies a container's init never reaps are not
+    running)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + settle_s
+    while True:
+        running = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+                state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if text.encode() in cmdline and state != "Z":
+                running.append(int(entry))
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
