@@ -204,7 +204,7 @@ def test_ctrl_c_keeps_what_was_indexed(tmp_path):
     out = tmp_path / "idx" / "m.json"
     proc = subprocess.Popen([sys.executable, "-m", "distgan", "data", "index", spec, "--out", str(out), "--workers",
                              "2", "--quiet"], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while len(list((out.parent / "m.json.parts").glob("*.json"))) < 3:
@@ -221,6 +221,13 @@ def test_ctrl_c_keeps_what_was_indexed(tmp_path):
     assert not out.exists()
     report = _index(spec, "--out", out)
     assert "4 shards (3 from" in report and "1 read now" in report and Manifest.read(out).total == 40
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """A shell starts a foreground command with SIGINT at its default, but a test run started in the
+    background (`.ci/run &`, nohup) passes SIGINT on ignored, and Python then installs no Ctrl-C
+    handler: the index would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _train(spec, manifest, run, steps, procs):
