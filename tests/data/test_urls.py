@@ -13,6 +13,7 @@ from distgan.data.tario import iter_samples
 from distgan.data.urls import ShardReadError, expand, open_shard, shard_name
 from distgan.errors import DataError
 from tests.data.servers import misbehaving_server, silent_listener
+from tests.data.util import still_running
 
 TIMEOUT = 2.0  # seconds: far above a local read, even on a loaded 2-core machine
 
@@ -113,22 +114,4 @@ def test_a_pipe_that_fails_names_the_command_and_its_stderr(tars):
     with open_shard("pipe:yes | cat", timeout=TIMEOUT) as f:
         assert f.read(10) == b"y\ny\ny\ny\ny\n"
         group = f.raw.proc.pid
-    deadline = time.monotonic() + 10  # SIGKILL is delivered at once, the exit takes a moment
-    while _running_in_group(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _running_in_group(group) == []
-
-
-def _running_in_group(group: int) -> list[int]:
-    """Processes of a process group that still run (killed ones a container's init never reaps
-    linger as zombies)."""
-    running = []
-    for entry in os.listdir("/proc"):
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-        except (OSError, ValueError):
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
-        if int(fields[2]) == group and fields[0] != "Z":
-            running.append(int(entry))
-    return running
+    assert still_running(lambda stat, cmdline: int(stat[2]) == group) == []  # stat[2]: the process group

@@ -73,10 +73,15 @@ def pack_digits(tmp: Path, n: int, shard_size: int) -> Path:
     return tmp / f"d{n}"
 
 
-def commands_naming(text: str, settle_s: float = 10.0) -> list[int]:
-    """Processes whose command line contains `text` and that still run after up to `settle_s`
+def commands_naming(text: str) -> list[int]:
+    """Processes whose command line contains `text` that still run (see `still_running`)."""
+    return still_running(lambda stat, cmdline: text.encode() in cmdline)
+
+
+def still_running(selected, settle_s: float = 10.0) -> list[int]:
+    """Processes that `selected(stat_fields, cmdline)` picks and that still run after up to `settle_s`
     seconds (a killed process takes a moment to go; zombies a container's init never reaps are not
-    running)."""
+    running). stat_fields: /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ..."""
     import os
     import time
 
@@ -86,10 +91,10 @@ def commands_naming(text: str, settle_s: float = 10.0) -> list[int]:
         for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
                 cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
-                state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            if text.encode() in cmdline and state != "Z":
+            if stat and stat[0] != "Z" and selected(stat, cmdline):
                 running.append(int(entry))
         if not running or time.monotonic() > deadline:
             return running
