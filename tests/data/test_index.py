@@ -211,7 +211,7 @@ def test_ctrl_c_keeps_what_was_indexed(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=30)
         alive = commands_naming(str(hold))
     finally:
         hold.unlink()
