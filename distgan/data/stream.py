@@ -22,6 +22,12 @@ steps bitwise, on the same or another number of processes and workers.
 Skipped samples are counted as `data/skipped`. Above `data.max_skipped_fraction`
 of skipped samples (measured once a rank has seen 256) the run stops with a
 DataError.
+
+A loader worker that stops answering (a deadlock after fork, a stuck C call, a stopped process)
+would leave this process waiting for its next batch forever. The loader waits at most
+`loader_timeout(policy)` seconds for one; then a worker that shows no sign of life since the last
+such wait (or is stopped) is killed and the run stops with a DataError naming it. A worker that
+is slow but still reading or waking (a big shard downloading slowly) is waited for, with a warning.
 """
 
 from __future__ import annotations
@@ -41,6 +47,18 @@ from distgan.data.reference import read_in_order
 from distgan.data.split import batches_per_epoch, chunk_sizes, rank_parts, slot_capacity, worker_groups
 
 MIN_SEEN_FOR_FRACTION = 256
+DECODE_ALLOWANCE_S = 10.0  # a batch's decoding on a busy machine (a second or two unloaded)
+
+
+def loader_timeout(policy: ReadPolicy) -> float:
+    """Seconds the main process waits for a loader worker's next batch before it checks on them.
+
+    A worker's longest silence that is not a hang: a shard whose read stalls on every attempt sends
+    nothing for (retries + 1) x read_timeout plus the backoffs before the worker skips it; one more
+    read_timeout covers the next shard's first read (a chunk can span shards), and
+    DECODE_ALLOWANCE_S the batch's decoding. Defaults: 5 x 60 + 3.5 + 10 = 313.5 s."""
+    backoffs = sum(min(policy.backoff * 2 ** k, 8.0) for k in range(policy.retries))
+    return (policy.retries + 2) * policy.timeout + backoffs + DECODE_ALLOWANCE_S
 
 
 def shards_info(man: Manifest, data_cfg) -> DataInfo:
@@ -101,6 +119,7 @@ class ShardSource:
         self._skipped = 0  # since the last metrics() call
         self._seen_total = self._skipped_total = 0
         self._last_skip = ""  # the latest skipped sample's or shard's warning, for the error below
+        self._life: dict[int, Optional[tuple]] = {}  # loader worker pid -> _worker_life at the last wait
 
     def _configure(self, streams: int) -> None:
         """The plan for `streams` canonical streams: chunk sizes, this rank's parts, its workers' groups."""
@@ -129,6 +148,7 @@ class ShardSource:
     def _open(self) -> None:
         self._epoch_box[0] = self.epoch
         if self._loader is None:
+            self._life.clear()  # new workers
             resume = ({"epoch": self.epoch, "batch": self.batch,
                        "positions": [list(p) if p is not None else None for p in self.positions]}
                       if self.batch else None)
@@ -144,16 +164,65 @@ class ShardSource:
                 self._loader = DataLoader(dataset, batch_size=None, num_workers=len(self.groups),
                                           collate_fn=keep_whole, pin_memory=self.device.type == "cuda",
                                           persistent_workers=self.persistent, prefetch_factor=4,
+                                          timeout=loader_timeout(self.policy),
                                           generator=torch.Generator().manual_seed(self.seed))
-        self._it = iter(self._loader)
+        # Persistent workers answer a new epoch's start at once (they finished the last epoch), so
+        # a timeout there is a hang: no second wait.
+        self._it = self._from_loader(lambda: iter(self._loader), wait_again=False)
 
     def _close(self) -> None:
         self._it = None
         if not isinstance(self._loader, DataLoader) or not self.persistent:
             self._loader = None
 
+    def _from_loader(self, call: Callable[[], Any], wait_again: bool = True) -> Any:
+        """call() on the loader, with torch's timeout (`loader_timeout`) turned into waiting on while
+        every worker shows signs of life, and into a DataError once one does not."""
+        while True:
+            try:
+                return call()
+            except RuntimeError as exc:
+                if not str(exc).startswith("DataLoader timed out after"):
+                    raise
+            it = self._it if self._it is not None else self._loader._iterator  # persistent: the reset one
+            pin = getattr(it, "_pin_memory_thread", None)  # checked by torch only without a timeout
+            if pin is not None and not pin.is_alive():
+                raise RuntimeError("Pin memory thread exited unexpectedly")
+            pids = [w.pid for w in it._workers if w.is_alive()]
+            hung = self._hung(pids)  # also notes each one's state for the message
+            if not wait_again:
+                hung = pids
+            waited = f"{loader_timeout(self.policy):g} s"
+            if pids and not hung:
+                print(f"distgan data: warning: rank {self.rank}: no batch from the loader workers for {waited}, "
+                      f"but they are still reading; waiting on", file=sys.stderr, flush=True)
+                continue
+            _kill_workers(it)
+            self._it = self._loader = None
+            named = ", ".join(f"{pid} (stopped)" if (self._life.get(pid) or "?")[0] == "T" else str(pid)
+                              for pid in hung)
+            raise DataError(
+                f"rank {self.rank}: a loader worker sent nothing for {waited} and shows no sign of life "
+                f"(pid{'s' if len(hung) > 1 else ''} {named}); killed the loader workers. The wait follows "
+                f"data.read_timeout and data.retries: (retries + 2) x read_timeout + backoffs + "
+                f"{DECODE_ALLOWANCE_S:g} s. Raise data.read_timeout if a shard read can legitimately stall "
+                f"longer; a worker hung on its own (a deadlock after fork, a stuck C call) is a bug of the data "
+                f"pipeline, and data.num_workers=0 reads in this process instead")
+
+    def _hung(self, pids: list[int]) -> list[int]:
+        """The workers that are stopped, or whose main thread neither woke nor read since the last
+        wait (a legitimate one wakes at least every read_timeout); at the first wait, the stopped
+        ones only. Where /proc cannot tell (not Linux), all: the timeout alone decides."""
+        hung = []
+        for pid in pids:
+            now = _worker_life(pid)
+            if now is None or now[0] == "T" or now == self._life.get(pid):
+                hung.append(pid)
+            self._life[pid] = now
+        return hung
+
     def _next_item(self) -> dict:
-        item = next(self._it, None)
+        item = self._from_loader(lambda: next(self._it, None))
         if item is None:
             raise DataError(f"rank {self.rank}: the stream ended after {self.batch} of {self.per_epoch} "
                             f"batches of epoch {self.epoch}")
@@ -184,7 +253,7 @@ class ShardSource:
                 f"(more than data.max_skipped_fraction={self.max_skipped_fraction}); the latest: {self._last_skip}; "
                 f"see the warnings above and run `distgan data inspect` on the shards")
         if self.batch == self.per_epoch:
-            if next(self._it, None) is not None:  # lets the workers finish; nothing is left
+            if self._from_loader(lambda: next(self._it, None)) is not None:  # lets the workers finish
                 raise DataError("the stream yielded more batches than its epoch plan")
             self._close()
             self._start_epoch(self.epoch + 1)
@@ -258,6 +327,38 @@ class ShardSource:
     def metrics(self) -> dict[str, float]:
         skipped, self._skipped = self._skipped, 0
         return {"data/skipped": float(skipped)}
+
+
+def _worker_life(pid: int) -> Optional[tuple]:
+    """(state letter, voluntary context switches, bytes read) of a worker's main thread: any wait
+    that ends (a read, a select() that times out, a sleep) counts a switch, any read adds bytes; a
+    thread hung in a lock, in a spinning C call or stopped changes neither. None if /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        with open(f"/proc/{pid}/task/{pid}/io") as f:
+            rchar = next(line.split()[1] for line in f if line.startswith("rchar:"))
+    except (OSError, StopIteration):
+        return None
+    return status["State"].split()[0], int(status["voluntary_ctxt_switches"]), int(rchar)
+
+
+def _kill_workers(it) -> None:
+    """SIGKILL a torch DataLoader iterator's workers, then shut it down (torch 2.x internals). A hung
+    worker may ignore the SIGTERM of torch's shutdown (a stopped one keeps it pending) after its 5 s
+    join, and multiprocessing's exit handler joins daemonic children without a limit: the process
+    would hang on exit instead."""
+    from torch.utils.data._utils.signal_handling import _remove_worker_pids
+
+    if it._worker_pids_set:  # else torch's SIGCHLD handler reports the kills as worker failures
+        _remove_worker_pids(id(it))
+        it._worker_pids_set = False
+    for w in it._workers:
+        if w.is_alive():
+            w.kill()
+    for w in it._workers:
+        w.join(timeout=10)  # reaped, so neither torch's shutdown nor multiprocessing waits for it
+    it._shutdown_workers()
 
 
 def merge_positions(per_rank: list[list[Optional[list[int]]]]) -> list[Optional[list[int]]]:

@@ -1,12 +1,19 @@
-"""The shard stream on real tars and real DataLoader workers: splits, epochs, resume, too much bad data."""
+"""The shard stream on real tars and real DataLoader workers: splits, epochs, resume, bad data, hung workers."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from distgan.data.manifest import DataError
-from tests.data.util import cli, ids_of, pack_ids, source
+from tests.data.util import cli, ids_of, pack_ids, source, still_running
 
 
 def _epoch(src):
@@ -203,3 +210,91 @@ def test_a_position_that_does_not_carry_over_starts_the_next_epoch_and_says_why(
     exact = source(shards, batch=8, streams=2)
     exact.load_state_dict(state)
     assert exact.resume_note == "" and exact.state_dict() == state
+
+
+# A loader that SIGSTOPs one of its 2 workers after the first batch, in a process of its own: the
+# test checks that process ends (a hang there would not end pytest's own process).
+STOPPED_WORKER = """
+import os, signal, sys, time
+from distgan.errors import DataError
+from tests.data.util import source
+
+src = source(sys.argv[1], batch=2, workers=2, read_timeout=1, retries=0)
+src.next_batch()
+pids = [w.pid for w in src._it._workers]
+print(*pids, flush=True)
+os.kill(pids[0], signal.SIGSTOP)
+start = time.monotonic()
+try:
+    for _ in range(src.per_epoch):
+        src.next_batch()
+except DataError as exc:
+    print(f"after {time.monotonic() - start:.0f} s: {exc}", file=sys.stderr, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_stopped_loader_worker_is_an_error_and_the_process_exits(tmp_path):
+    """The limit (data.read_timeout=1, data.retries=0: (0 + 2) x 1 + 10 = 12 s) trips, the error
+    names the rank, the wait, the stopped worker and the settings, and no worker is left behind."""
+    shards = str(pack_ids(tmp_path, "ids", 200, shard_size=20))
+    root = Path(__file__).resolve().parents[2]
+    try:
+        run = subprocess.run([sys.executable, "-c", STOPPED_WORKER, shards], cwd=root, capture_output=True,
+                             text=True, timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or b""
+        pids = (out.decode() if isinstance(out, bytes) else out).split()
+        for pid in pids:  # no stopped worker left behind for CI to trip over
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        raise AssertionError(f"the loader hung on a stopped worker (pids {pids})") from None
+    pids = [int(p) for p in run.stdout.split()]
+    assert run.returncode == 3, run.stderr
+    assert len(pids) == 2
+    assert (f"rank 0: a loader worker sent nothing for 12 s and shows no sign of life (pid {pids[0]} (stopped)); "
+            f"killed the loader workers. The wait follows data.read_timeout and data.retries") in run.stderr
+    assert float(run.stderr.split("after ", 1)[1].split(" s:")[0]) < 40
+    assert still_running(lambda stat, cmdline: True, among=pids) == []
+
+
+def test_a_slow_read_that_makes_progress_is_waited_for(tmp_path, capfd):
+    """A shard trickled through a pipe: for 20 s, longer than the 14 s the loader waits
+    (data.read_timeout=2, retries=0), but with bytes every 0.25 s: a warning, then the same
+    batches as from disk."""
+    out = pack_ids(tmp_path, "ids", 40, shard_size=20)
+    trickle = tmp_path / "trickle.py"
+    trickle.write_text("import sys, time\n"
+                       "data = open(sys.argv[1], 'rb').read()\n"
+                       "step = len(data) // 80 + 1\n"
+                       "for i in range(0, len(data), step):\n"
+                       "    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(0.25)\n")
+    kw = dict(batch=2, workers=1, read_timeout=2, retries=0, manifest=out / "manifest.json")
+    disk = source(f"{out}/ids-000000.tar", **kw)
+    slow = source(f"pipe:{sys.executable} {trickle} {out}/ids-000000.tar", **kw)
+    for _ in range(slow.per_epoch):
+        assert torch.equal(slow.next_batch().x, disk.next_batch().x)
+    assert "no batch from the loader workers for 14 s, but they are still reading; waiting on" in capfd.readouterr().err
+
+
+def test_signs_of_life_tell_a_hung_process_from_a_reading_one():
+    """What the loader looks at before it kills a silent worker, on real processes: one blocked
+    for good (in sleep) and a stopped one change nothing; one that reads does."""
+    from distgan.data.stream import _worker_life
+
+    blocked = subprocess.Popen(["sleep", "60"])
+    reading = subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        before = [_worker_life(p.pid) for p in (blocked, reading)]
+        time.sleep(0.5)
+        after = [_worker_life(p.pid) for p in (blocked, reading)]
+        assert after[0] == before[0] and after[0][0] == "S"
+        assert after[1][2] > before[1][2]  # bytes read
+        os.kill(blocked.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        assert _worker_life(blocked.pid)[0] == "T"
+    finally:
+        for p in (blocked, reading):
+            p.kill()
+            p.wait()

@@ -78,17 +78,17 @@ def commands_naming(text: str) -> list[int]:
     return still_running(lambda stat, cmdline: text.encode() in cmdline)
 
 
-def still_running(selected, settle_s: float = 10.0) -> list[int]:
-    """Processes that `selected(stat_fields, cmdline)` picks and that still run after up to `settle_s`
-    seconds (a killed process takes a moment to go; zombies a container's init never reaps are not
-    running). stat_fields: /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ..."""
+def still_running(selected, settle_s: float = 10.0, among=None) -> list[int]:
+    """Processes that `selected(stat_fields, cmdline)` picks (of the pids `among`, or all) and that still
+    run after up to `settle_s` seconds (a killed process takes a moment to go; zombies a container's init
+    never reaps are not running). stat_fields: /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ..."""
     import os
     import time
 
     deadline = time.monotonic() + settle_s
     while True:
         running = []
-        for entry in filter(str.isdigit, os.listdir("/proc")):
+        for entry in filter(str.isdigit, os.listdir("/proc") if among is None else map(str, among)):
             try:
                 cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
                 stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
