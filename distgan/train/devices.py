@@ -1,9 +1,12 @@
-"""Which device a process uses, and how the nets run there: numerics, precision, compilation."""
+"""Which device a process uses, and how the nets run there: numerics, precision, compilation, and
+the host allocator a CPU run's tensors live in."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
 from contextlib import nullcontext
 
 import torch
@@ -34,6 +37,33 @@ def set_numerics(deterministic: bool, tf32: bool) -> bool:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     return tf32
+
+
+# glibc's mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest on 64-bit; blocks above it are mapped whatever is set
+_NEVER_TRIM = 2**31 - 1  # bytes (mallopt takes an int)
+
+
+def keep_freed_host_memory() -> bool:
+    """Let glibc's malloc keep the memory a step frees for the next step, instead of returning it to
+    the kernel. By default it unmaps freed blocks above a threshold that adapts only up to 32 MB and
+    trims the heap's free top above twice that, so a CPU step whose tensors add up to more than that
+    gets fresh zero-filled pages every step: about 5,000-6,000 page faults and 9-11 ms of kernel time
+    per DCGAN-32 step of 60-75 ms, gone with this (docs/benchmarks.md). The cost: the process keeps
+    its peak heap (which every step reaches anyway). The whole process is affected, loader workers
+    forked later included. Left alone where the user tuned malloc (MALLOC_*_ variables or
+    glibc.malloc tunables) or where the C library is not glibc. Returns whether it was applied."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if (not sys.platform.startswith("linux") or "glibc.malloc." in tunables
+            or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ)):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl, or no glibc
+        return False
+    # Setting either one also stops glibc adapting both (man mallopt).
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
 
 
 # Lets train.precision=fp16 run on a CPU: for tests of the GPU's fp16 path (autocast + loss scalers).

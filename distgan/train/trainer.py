@@ -33,7 +33,8 @@ from distgan.errors import TrainingError
 from distgan.games import StepContext, build_game
 from distgan.log import RunLog, Stats, check_wandb_login, fixed_wandb_id
 from distgan.train import checkpoint, hang, state
-from distgan.train.devices import autocast, compile_nets, resolve_precision, set_numerics
+from distgan.train.devices import (autocast, compile_nets, keep_freed_host_memory, resolve_precision,
+                                   set_numerics)
 from distgan.train.distributed import Collectives, make_accelerator
 from distgan.train.ema import EMA
 from distgan.train.meter import StepMeter, count_flops, perf_split
@@ -64,6 +65,8 @@ class Trainer:
 
         tcfg = cfg.train
         self.tf32 = set_numerics(tcfg.deterministic, tcfg.tf32)
+        if self.device.type == "cpu":  # the step's tensors are host memory: no page faults for them
+            keep_freed_host_memory()
         self.global_batch = tcfg.batch_size * self.world
         self.data = build_source(cfg, global_batch=self.global_batch, rank=self.rank,
                                  world_size=self.world, device=self.device)
