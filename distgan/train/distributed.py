@@ -94,10 +94,9 @@ class Votes:
 
     The skip decision of a phase (a non-finite loss on any rank), a stop request (a signal or the
     stop file on any rank) and a timed checkpoint (rank 0's clock) must be the same on every rank.
-    Rather than a collective of their own after the step, each followed by a host read, they ride with
-    DDP's gradient all-reduce: the hook issues their all-reduce beside the net's first bucket's, and
-    DDP waits for both before the backward returns. `local` is set by the trainer just before the
-    backward that syncs; `reduced` holds the sums afterwards, identical on every rank.
+    All are known before the backward that syncs the gradients, so rather than a collective of their
+    own they ride in DDP's first gradient all-reduce (`_all_reduce_with_votes`): `start` hands them
+    over before that backward, `result` reads their sums after it.
     """
 
     def __init__(self, world: int):
@@ -105,29 +104,44 @@ class Votes:
         self.local: Optional[torch.Tensor] = None  # (4,): loss non-finite here, then Collectives.requests()
         self.reduced: Optional[torch.Tensor] = None  # (4,): the same, summed over ranks
 
+    def start(self, local: torch.Tensor) -> None:
+        """This rank's votes, for the next backward's first gradient bucket."""
+        self.local, self.reduced = local.float(), None
+
+    def result(self, what: str) -> torch.Tensor:
+        """(4,) the votes summed over ranks, identical on every rank, once the backward has run.
+        `what`: the phase and net, for the error if no gradient all-reduce carried them."""
+        reduced, self.local, self.reduced = self.reduced, None, None
+        if reduced is None:
+            raise TrainingError(f"{what}: DDP did not all-reduce the gradients, which carry the ranks' skip "
+                                f"and stop votes")
+        return reduced
+
 
 def _all_reduce_with_votes(votes: Votes, bucket):
-    """DDP communication hook: DDP's own gradient mean (scale by 1/world, sum), plus the votes. (No
-    annotations: DDP checks them against real types, and this module's are strings.)
+    """DDP communication hook: DDP's own gradient mean (scale by 1/world, sum), the votes appended to
+    the first bucket. (No annotations: DDP checks them against real types, and this module's are strings.)
 
-    The votes travel in an all-reduce of their own, issued with the first bucket's and joined to it
-    by a future: appending them to the bucket would copy the whole bucket twice (into the packed
-    tensor and back), a tenth of D's phase on 2 CPU processes (docs/benchmarks.md). The gradients'
-    all-reduce is the one DDP would issue, so their sums are bitwise what they were."""
+    One all-reduce per bucket, as DDP's own: a second collective for the votes, however small, costs
+    each rank a round trip and the wake-ups of gloo's threads while the other rank computes, about 4 %
+    of a DCGAN-32 step on 2 CPU processes (docs/benchmarks.md), where appending 4 numbers costs a
+    copy of the bucket (0.7 MB for DCGAN-32's D). Each gradient is multiplied by 1/world as DDP does
+    without a hook, and summed element by element, so the gradients are bitwise DDP's on 2 ranks."""
     grads = bucket.buffer()
-    grads.mul_(1.0 / votes.world)  # what DDP does without a hook, in the same arithmetic
-    future = dist.all_reduce(grads, async_op=True).get_future()
     if votes.local is None or bucket.index() != 0:
-        return future.then(lambda f: f.value()[0])
-    local = votes.local.float()
-    voted = dist.all_reduce(local, async_op=True).get_future()
+        grads.mul_(1.0 / votes.world)
+        return dist.all_reduce(grads, async_op=True).get_future().then(lambda f: f.value()[0])
+    n = grads.numel()
+    packed = torch.empty(n + votes.local.numel(), dtype=grads.dtype, device=grads.device)
+    torch.mul(grads, 1.0 / votes.world, out=packed[:n])
+    packed[n:].copy_(votes.local)
 
-    def unpack(_):
-        votes.reduced = local
-        return grads
+    def unpack(f):
+        summed = f.value()[0]
+        votes.reduced = summed[n:]
+        return summed[:n]  # DDP copies the bucket's result into the gradients
 
-    # Neither future is waited on in a callback (gloo's worker threads run them): both are joined.
-    return torch.futures.collect_all([future, voted]).then(unpack)
+    return dist.all_reduce(packed, async_op=True).get_future().then(unpack)
 
 
 class Collectives:

@@ -238,7 +238,7 @@ class Trainer:
                 total = sum(terms.values())
             nonfinite = torch.maximum(nonfinite, (~torch.isfinite(total.detach())).float())
             if votes is not None and micro == tcfg.grad_accum - 1:  # the backward that syncs
-                votes.local, votes.reduced = torch.cat([nonfinite[None], comm.requests()]), None
+                votes.start(torch.cat([nonfinite[None], comm.requests()]))
             # Backward runs even for a non-finite loss: every rank must join the
             # gradient all-reduce or the others hang. The step is skipped below.
             scaler.scale(total / tcfg.grad_accum).backward()
@@ -257,11 +257,8 @@ class Trainer:
                 f"one on every rank (DDP). Add distgan.games.touch(output) of a forward that uses them "
                 f"to the loss, or do not train that net in this phase")
         if votes is not None:
-            if votes.reduced is None:
-                raise TrainingError(f"phase {phase.name!r}: DDP did not all-reduce the gradients of "
-                                    f"{plan.trains[0]}, which carry the ranks' skip and stop votes")
-            nonfinite, comm.request_votes = votes.reduced[0], votes.reduced[1:]
-            votes.local = votes.reduced = None
+            reduced = votes.result(f"phase {phase.name!r}, net {plan.trains[0]}")
+            nonfinite, comm.request_votes = reduced[0], reduced[1:]
         if not scaler.is_enabled() and grads:
             # One kernel per gradient and no Python loop: each L2 norm is finite iff all of g is, unless
             # it overflows float32 (|g| near 1e19, where Adam's second moment g^2 overflows as well, so

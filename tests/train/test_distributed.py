@@ -16,7 +16,7 @@ from torch import nn
 
 from distgan.errors import TrainingError
 from distgan.train import distributed
-from distgan.train.distributed import STOP_FILE_ENV, Agreed, Collectives, launch_command, wrap_ddp
+from distgan.train.distributed import STOP_FILE_ENV, Agreed, Collectives, Votes, launch_command, wrap_ddp
 from tests.distributed.gloo import run_gloo
 from tests.helpers import ROOT, cli_env
 
@@ -145,14 +145,22 @@ def _on_two_ranks(rank, world):
     comm.interrupted_at = 0.0 if rank == 1 else None
     comm.start_save_clock(60.0)
     comm.last_save -= 61.0
-    votes.local = torch.cat([torch.tensor([float(rank)]), comm.requests()])
+    votes.start(torch.cat([torch.tensor([float(rank)]), comm.requests()]))
     wrapped["D"](torch.full((1, 2), float(rank + 1))).sum().backward()
     out["grad"] = net.weight.grad.tolist()  # the mean over ranks, as DDP without a hook
-    out["votes"] = votes.reduced.tolist()
-    comm.request_votes = votes.reduced[1:]
+    reduced = votes.result("D")
+    out["votes"] = reduced.tolist()
+    comm.request_votes = reduced[1:]
     out["stop"] = comm.stop_requested()
     out["agreed"] = comm.agreed
     return out
+
+
+def test_votes_read_before_a_gradient_all_reduce_are_an_error():
+    votes = Votes(2)
+    votes.start(torch.zeros(4))
+    with pytest.raises(TrainingError, match="phase 'D', net D: DDP did not all-reduce the gradients"):
+        votes.result("phase 'D', net D")
 
 
 def test_collectives_and_votes_line_up_on_two_gloo_ranks():
