@@ -13,12 +13,15 @@ Two figures for distgan, both from the real `Trainer`:
   metrics.jsonl and the console line, which goes to a buffer here). Samples, checkpoints and
   evaluation are off (`_FORCED`) in both figures.
 
-Rounds interleave the loops and the world sizes (round r: 1 process bare/step/loop, then N processes
-the same, the order reversed every other round), so a shared machine's load drifts over all alike;
-the table gives each round's steps/s and ratios, the medians, and the load average around each round.
-After the rounds, one pass per world size splits a step's time (ms per step: data wait, D, G, sync,
-EMA, the rest) for the step and the bare loop and counts the collectives distgan adds to DDP's
-gradient all-reduces.
+Rounds interleave the world sizes (round r: 1 process, then N processes), and inside a round the three
+loops take turns in blocks of `--block` steps (bare, step, loop, then the order reversed), each loop's
+time summed over its blocks: a shared machine's load drifts over the three alike, where loops timed one
+after the other for their whole `--steps` give ratios that move with whatever else the machine ran in
+those seconds (docs/benchmarks.md: 300-step loops in turn scattered 0.85-1.04 round to round). The
+table gives each round's steps/s and ratios, the medians, and the load average around each round.
+After the rounds, `--split-steps` steps of the step and of the bare loop, one of each in turn, split a
+step's time (ms per step: data wait, D, G, sync, EMA, the rest) and count the collectives distgan adds
+to DDP's gradient all-reduces.
 
     distgan bench overhead                                  # DCGAN-32, width 32, batch 64; 1 and 2 processes
     distgan bench overhead --rounds 3 --steps 300           # the setting of docs/benchmarks.md
@@ -51,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs", type=at_least(1), nargs="+", default=[1, 2], help="world sizes to measure")
     parser.add_argument("--rounds", type=at_least(1), default=5, help="interleaved rounds")
     parser.add_argument("--steps", type=at_least(1), default=30, help="timed steps per loop per round")
+    parser.add_argument("--block", type=at_least(1), default=10,
+                        help="steps each loop runs in its turn inside a round (--block = --steps: each loop's "
+                             "steps in one go)")
     parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed steps of each loop before the rounds")
     parser.add_argument("--split-steps", type=at_least(1), default=30,
                         help="steps of the pass after the rounds that splits a step's time (at most --steps)")
@@ -203,26 +209,27 @@ class Bench:
             self.trainer = Trainer(self.cfg)
         self.bare = BareLoop(self.cfg, self.trainer)
         self.world = self.trainer.world
-        self.steps = args.steps
+        self.steps, self.block = args.steps, args.block
         self.split_steps = max(1, min(args.split_steps, args.steps))
         for _ in range(args.warmup):
             _whole_loop(self.trainer)  # the first counts the step's FLOPs, as fit's first step does
             self.trainer.train_step()
             self.bare.step()
 
-    def _timed(self, step) -> float:
+    def _timed(self, step, steps: int) -> float:
+        """Seconds `steps` calls of `step` take, from all ranks ready to all ranks done."""
         import torch.distributed as dist
 
         if self.world > 1:
             dist.barrier()
         self._sync()
         t = time.perf_counter()
-        for _ in range(self.steps):
+        for _ in range(steps):
             step()
         self._sync()
         if self.world > 1:
             dist.barrier()
-        return self.steps / (time.perf_counter() - t)
+        return time.perf_counter() - t
 
     def _sync(self) -> None:
         import torch
@@ -234,7 +241,12 @@ class Bench:
         load = os.getloadavg()[0]
         loops = [("bare", self.bare.step), ("distgan", self.trainer.train_step),
                  ("loop", lambda: _whole_loop(self.trainer))]
-        out = {name: self._timed(fn) for name, fn in (loops if bare_first else loops[::-1])}
+        seconds = {name: 0.0 for name, _ in loops}
+        for i, start in enumerate(range(0, self.steps, self.block)):
+            steps = min(self.block, self.steps - start)
+            for name, fn in (loops if (i % 2 == 0) == bare_first else loops[::-1]):
+                seconds[name] += self._timed(fn, steps)
+        out = {name: self.steps / s for name, s in seconds.items()}
         out["load"] = (load, os.getloadavg()[0])
         return out
 
@@ -242,22 +254,19 @@ class Bench:
         """ms per step of each region, both loops, and distgan's extra collectives per step."""
         self.trainer.meter.read()
         self.bare.meter.read()
-        out = {}
-        with _Counted() as counted:
-            t = time.perf_counter()
-            for _ in range(self.split_steps):
+        counted, total = _Counted(), {"distgan": 0.0, "bare": 0.0}
+
+        def counted_step():  # the timing's barriers are not distgan's
+            with counted:
                 self.trainer.train_step()
-            self._sync()
-            total = time.perf_counter() - t
-        out["distgan"] = self._per_step(self.trainer.meter.read(), total)
-        out["distgan_collectives"] = (counted.calls / self.split_steps, 1000 * counted.seconds / self.split_steps,
-                                      counted.async_calls / self.split_steps)
-        t = time.perf_counter()
-        for _ in range(self.split_steps):
-            self.bare.step()
-        self._sync()
-        out["bare"] = self._per_step(self.bare.meter.read(), time.perf_counter() - t)
-        return out
+
+        for _ in range(self.split_steps):  # a step of each in turn, as the rounds' blocks
+            total["distgan"] += self._timed(counted_step, 1)
+            total["bare"] += self._timed(self.bare.step, 1)
+        return {"distgan": self._per_step(self.trainer.meter.read(), total["distgan"]),
+                "bare": self._per_step(self.bare.meter.read(), total["bare"]),
+                "distgan_collectives": (counted.calls / self.split_steps, 1000 * counted.seconds / self.split_steps,
+                                        counted.async_calls / self.split_steps)}
 
     def _per_step(self, regions: dict, total: float) -> dict:
         ms = {k: 1000 * v / self.split_steps for k, v in regions.items()}
@@ -364,7 +373,8 @@ def _report(args, cfg, rounds: dict, splits: dict) -> str:
     lines = []
     imgs = {w: cfg.train.batch_size * w for w in rounds}
     lines.append(f"config {args.config} {' '.join(args.overrides)}; batch {cfg.train.batch_size} per process, "
-                 f"{args.steps} timed steps per loop per round, {args.threads} thread(s) per process")
+                 f"{args.steps} timed steps per loop per round in turns of {min(args.block, args.steps)}, "
+                 f"{args.threads} thread(s) per process")
     lines.append("")
     lines.append("| round | procs | load avg (1 min, before/after) | bare steps/s | distgan step steps/s | ratio "
                  "| distgan whole loop steps/s | ratio |")
@@ -398,7 +408,8 @@ def _report(args, cfg, rounds: dict, splits: dict) -> str:
                              f"({min(per):.2f}-{max(per):.2f})")
     lines.append("")
     split_steps = max(1, min(args.split_steps, args.steps))
-    lines.append(f"Where a step's time goes (ms per step, one pass of {split_steps} steps after the rounds; rank 0):")
+    lines.append(f"Where a step's time goes (ms per step, {split_steps} steps of each in turn after the rounds; "
+                 f"rank 0):")
     regions = ["data", "D", "G", "sync", "ema", "other", "step"]
     lines.append("| procs | loop | " + " | ".join(regions) + " | blocking collectives of its own per step (ms) "
                  "| gradient all-reduces via its comm hook per step |")

@@ -112,7 +112,8 @@ def test_freed_host_memory_is_kept_for_the_next_step():
 
 
 def test_a_malloc_tuned_by_the_user_is_left_alone(monkeypatch):
-    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000"), ("MALLOC_ARENA_MAX_", "2")):
+    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000"),
+                        ("MALLOC_TRIM_THRESHOLD_", "1000000")):
         monkeypatch.setenv(name, value)
         assert keep_freed_host_memory() is False
         monkeypatch.delenv(name)
