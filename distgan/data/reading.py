@@ -36,6 +36,10 @@ class ReadPolicy:
     def of(cls, data_cfg) -> "ReadPolicy":
         return cls(retries=data_cfg.retries, timeout=data_cfg.read_timeout)
 
+    def pause(self, retry: int) -> float:
+        """Seconds to wait before re-open number `retry` (1, 2, ...)."""
+        return min(self.backoff * 2 ** (retry - 1), 8.0)
+
 
 class ShardEndedEarly(ShardReadError):
     """A URL's tar ended cleanly before the samples its manifest lists: a cut the transport missed."""
@@ -84,7 +88,7 @@ def read_samples(url: str, *, count: int, bad_keys: frozenset = frozenset(), pol
                 failures.append(describe(exc) + (f"; {attempt} retries failed too" if attempt else ""))
                 return
             attempt += 1
-            time.sleep(min(policy.backoff * 2 ** (attempt - 1), 8.0))
+            time.sleep(policy.pause(attempt))
 
 
 def _worth_retrying(url: str, exc: BaseException) -> bool:

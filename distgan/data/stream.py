@@ -57,7 +57,7 @@ def loader_timeout(policy: ReadPolicy) -> float:
     nothing for (retries + 1) x read_timeout plus the backoffs before the worker skips it; one more
     read_timeout covers the next shard's first read (a chunk can span shards), and
     DECODE_ALLOWANCE_S the batch's decoding. Defaults: 5 x 60 + 3.5 + 10 = 313.5 s."""
-    backoffs = sum(min(policy.backoff * 2 ** k, 8.0) for k in range(policy.retries))
+    backoffs = sum(policy.pause(retry) for retry in range(1, policy.retries + 1))
     return (policy.retries + 2) * policy.timeout + backoffs + DECODE_ALLOWANCE_S
 
 
